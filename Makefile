@@ -1,0 +1,44 @@
+# mserve — a load balancer for function calls.
+# Only Go is needed: every target here builds with the go command alone.
+
+GO      ?= go
+BIN     ?= bin
+FUZZTIME ?= 10s
+BENCHTIME ?= 1s
+
+.PHONY: all build demo test test-short bench fuzz clean
+
+all: build
+
+build:
+	$(GO) build -o $(BIN)/mserve ./cmd/mserve
+	$(GO) build -o $(BIN)/quickstart-servant ./examples/quickstart
+
+# Start mserve with 3 local quickstart servants, make real calls, stop.
+demo: build
+	./examples/quickstart/demo.sh $(BIN)
+
+# Everything CI runs: formatting, vet, all tests with the race detector.
+test:
+	@unformatted=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	  if [ -n "$$unformatted" ]; then echo "gofmt needed:"; echo "$$unformatted"; exit 1; fi
+	$(GO) vet ./...
+	$(GO) test -race -count=1 -timeout 20m ./...
+
+test-short:
+	$(GO) test -short -count=1 ./...
+
+# Micro-benchmarks of the hot paths (frame codec, JSON-RPC parsing, dispatch).
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) ./sdk/... ./core/...
+
+# Run every fuzz target for FUZZTIME each.
+fuzz:
+	@for pkg in $$($(GO) list ./...); do \
+	  for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz'); do \
+	    echo "== $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
+	  done; \
+	done
+
+clean:
+	rm -rf $(BIN)

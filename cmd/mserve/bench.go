@@ -1,0 +1,170 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"slices"
+	"sync/atomic"
+	"time"
+
+	"github.com/mserve/mserve/core/loadgen"
+	"github.com/mserve/mserve/sdk/client"
+)
+
+const benchUsage = `mserve bench is a closed-loop load generator: -c callers each make
+their next call as soon as the last one is answered, for -d or -n calls.
+
+Usage:
+  mserve bench [flags] METHOD [ARGS...]
+
+With -direct it measures the same calls straight to one servant in the same
+run (alternating rounds with the balancer) and prints the balancer's added
+latency and the throughput ratio. ARGS are parsed as in mserve call.
+
+Flags (each also settable by the environment variable shown):
+`
+
+type benchTarget struct {
+	name string
+	addr string
+	res  loadgen.Result
+}
+
+func benchMain(args []string) int {
+	fs := flag.NewFlagSet("mserve bench", flag.ContinueOnError)
+	addr := fs.String("addr", "127.0.0.1:5001", "mserve's native address")
+	direct := fs.String("direct", "", "also measure calls straight to this servant (host:port)")
+	conc := fs.Int("c", 1, "concurrent callers")
+	conns := fs.Int("conns", 1, "connections the callers share (calls are multiplexed on each)")
+	dur := fs.Duration("d", 5*time.Second, "measured duration per target (split across rounds)")
+	n := fs.Int("n", 0, "calls per target and round instead of a duration")
+	warmup := fs.Duration("warmup", 500*time.Millisecond, "unmeasured warm-up before each round")
+	rounds := fs.Int("rounds", 1, "rounds per target, alternating targets to even out machine noise")
+	timeout := fs.Duration("timeout", 10*time.Second, "per-call deadline")
+	quiet := fs.Bool("q", false, "no progress line")
+	fs.Usage = usageFor(fs, benchUsage)
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return exitOK
+		}
+		return exitUsage
+	}
+	if _, err := applyEnv(fs); err != nil {
+		fmt.Fprintln(os.Stderr, "mserve bench:", err)
+		return exitUsage
+	}
+	if fs.NArg() == 0 || *conc <= 0 || *conns <= 0 || *rounds <= 0 {
+		fs.Usage()
+		return exitUsage
+	}
+	method, params := fs.Arg(0), argsToParams(fs.Args()[1:])
+	var targets []*benchTarget
+	if *direct != "" {
+		targets = append(targets, &benchTarget{name: "direct", addr: *direct})
+	}
+	targets = append(targets, &benchTarget{name: "mserve", addr: *addr})
+
+	cfg := loadgen.Config{Concurrency: *conc, Duration: *dur / time.Duration(*rounds), Calls: *n, Warmup: *warmup}
+	fmt.Printf("bench %s%s: c=%d conns=%d rounds=%d %s per target\n", method, paramsNote(params), *conc, *conns, *rounds, amount(*n, *dur))
+	for r := 0; r < *rounds; r++ {
+		for _, t := range targets {
+			res, err := benchOnce(t, cfg, *conns, *timeout, method, params, *quiet)
+			if err != nil {
+				fmt.Fprintf(os.Stderr, "mserve bench: %s (%s): %v\n", t.name, t.addr, err)
+				return exitError
+			}
+			merge(&t.res, res)
+		}
+	}
+	printBench(os.Stdout, targets)
+	for _, t := range targets {
+		if t.res.Errors > 0 {
+			return exitError
+		}
+	}
+	return exitOK
+}
+
+func paramsNote(params []byte) string {
+	if params == nil {
+		return ""
+	}
+	return " " + string(params)
+}
+
+func amount(n int, d time.Duration) string {
+	if n > 0 {
+		return fmt.Sprintf("%d calls", n)
+	}
+	return d.String()
+}
+
+func benchOnce(t *benchTarget, cfg loadgen.Config, conns int, timeout time.Duration, method string, params []byte, quiet bool) (loadgen.Result, error) {
+	ctx := context.Background()
+	clients := make([]*client.Client, conns)
+	for i := range clients {
+		c, err := client.Dial(ctx, t.addr)
+		if err != nil {
+			return loadgen.Result{}, err
+		}
+		defer c.Close()
+		clients[i] = c
+	}
+	var next atomic.Uint64
+	pick := func() *client.Client { return clients[next.Add(1)%uint64(len(clients))] }
+	if !quiet {
+		cfg.ProgressEvery = 500 * time.Millisecond
+		cfg.Progress = func(done int, elapsed time.Duration) {
+			fmt.Fprintf(os.Stderr, "\r  %-7s %9d calls  %10.0f calls/s", t.name, done, float64(done)/elapsed.Seconds())
+		}
+	}
+	res := loadgen.Run(ctx, cfg, func(context.Context) error {
+		// The call's deadline is its own: the run's end lets calls in
+		// flight finish rather than cutting them short.
+		cctx, cancel := context.WithTimeout(ctx, timeout)
+		defer cancel()
+		_, err := pick().CallRaw(cctx, method, params)
+		return err
+	})
+	if !quiet {
+		fmt.Fprintf(os.Stderr, "\r%60s\r", "")
+	}
+	return res, nil
+}
+
+// merge adds a round's result to the running total.
+func merge(total *loadgen.Result, r loadgen.Result) {
+	total.Calls += r.Calls
+	total.Errors += r.Errors
+	if total.FirstError == nil {
+		total.FirstError = r.FirstError
+	}
+	total.Elapsed += r.Elapsed
+	total.Latencies = append(total.Latencies, r.Latencies...)
+	slices.Sort(total.Latencies)
+}
+
+func printBench(w io.Writer, targets []*benchTarget) {
+	fmt.Fprintf(w, "%-8s %10s %12s %10s %10s %10s %10s %8s\n", "target", "calls", "calls/s", "p50", "p90", "p99", "max", "errors")
+	for _, t := range targets {
+		r := &t.res
+		fmt.Fprintf(w, "%-8s %10d %12.0f %10s %10s %10s %10s %8d\n", t.name, r.Calls, r.Rate(),
+			us(r.Percentile(0.5)), us(r.Percentile(0.9)), us(r.Percentile(0.99)), us(r.Max()), r.Errors)
+		if r.FirstError != nil {
+			fmt.Fprintf(w, "         first error: %v\n", r.FirstError)
+		}
+	}
+	if len(targets) == 2 {
+		d, m := &targets[0].res, &targets[1].res
+		fmt.Fprintf(w, "added p50: %s   added p99: %s   throughput mserve/direct: %.2f\n",
+			signedUs(m.Percentile(0.5)-d.Percentile(0.5)), signedUs(m.Percentile(0.99)-d.Percentile(0.99)), m.Rate()/d.Rate())
+	}
+}
+
+func us(d time.Duration) string { return fmt.Sprintf("%.0fµs", float64(d)/1e3) }
+
+func signedUs(d time.Duration) string { return fmt.Sprintf("%+.0fµs", float64(d)/1e3) }

@@ -1,0 +1,132 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"go.uber.org/zap"
+
+	"github.com/mserve/mserve/core"
+	"github.com/mserve/mserve/core/algo"
+	"github.com/mserve/mserve/core/logging"
+	"github.com/mserve/mserve/core/route"
+	"github.com/mserve/mserve/core/supervise"
+)
+
+const daemonUsage = `mserve balances function calls across servants.
+
+Usage:
+  mserve [flags] N COMMAND [ARGS...]   start N local servants running COMMAND and balance over them
+  mserve [flags] -servants LIST         balance over servants already running (may be combined with N COMMAND)
+  mserve call [flags] METHOD [ARGS...]  make one call; see mserve call -h
+  mserve bench [flags] METHOD [ARGS...] load generator; see mserve bench -h
+  mserve version
+
+Each local servant gets its own loopback port in $MSERVE_SERVANT_ADDR (host:port) and
+$MSERVE_SERVANT_PORT; {addr}, {port} and {name} in ARGS are replaced too. It is restarted
+with backoff when it exits and stopped when mserve stops.
+
+LIST entries are separated by commas: [name@]host:port[?slots=N&tag=T&tag=U]
+
+Flags (each also settable by the environment variable shown):
+`
+
+// daemonFlags holds the daemon's settings.
+type daemonFlags struct {
+	cfg         core.Config
+	servants    string
+	logLevel    string
+	logFormat   string
+	printConfig bool
+}
+
+func newDaemonFlags() (*flag.FlagSet, *daemonFlags) {
+	d := &daemonFlags{}
+	fs := flag.NewFlagSet("mserve", flag.ContinueOnError)
+	c := &d.cfg
+	fs.StringVar(&c.HTTPAddr, "http", "127.0.0.1:5000", "JSON-RPC over HTTP listen address; empty disables it")
+	fs.StringVar(&c.NativeAddr, "listen", "127.0.0.1:5001", "native (framed TCP) listen address; empty disables it")
+	fs.StringVar(&d.servants, "servants", "", "servants already running: [name@]host:port[?slots=N&tag=T],...")
+	fs.StringVar(&c.Algorithm, "algo", algo.Default, "dispatch algorithm: orig, even, match or least")
+	fs.StringVar(&c.Routing, "routing", route.Default, "routing function: first (the first argument), method or none")
+	fs.DurationVar(&c.RouteExpire, "route-expire", algo.DefaultRouteExpire, "match: how long an idle servant keeps its claim on its last routing string")
+	fs.IntVar(&c.SpawnSlots, "slots", 0, "calls each local servant runs at once; 0 lets the servant say (default 1)")
+	fs.Var((*stringList)(&c.SpawnTags), "tags", "comma-separated tags for local servants")
+	fs.DurationVar(&c.Timeout, "timeout", core.DefaultTimeout, "default per-call deadline, queue included; a client may ask for another; negative means none")
+	fs.IntVar(&c.MaxQueue, "max-queue", 100_000, "calls waiting before new ones are answered \"overloaded\"")
+	fs.IntVar(&c.MaxFrame, "max-frame", 4<<20, "largest native frame in bytes")
+	fs.IntVar(&c.MaxBody, "max-body", 4<<20, "largest HTTP request body in bytes")
+	fs.IntVar(&c.MaxInFlight, "max-inflight", 1024, "unanswered calls per native connection before mserve stops reading it")
+	fs.DurationVar(&c.Grace, "grace", core.DefaultGrace, "on SIGTERM, how long to let calls inside finish")
+	fs.StringVar(&d.logLevel, "log", "info", "log level: debug, info, warn or error")
+	fs.StringVar(&d.logFormat, "log-format", "auto", "log format: auto (console on a terminal, JSON otherwise), console or json")
+	fs.BoolVar(&d.printConfig, "print-config", false, "print the effective configuration and exit")
+	fs.Usage = usageFor(fs, daemonUsage)
+	return fs, d
+}
+
+func daemonMain(args []string) int {
+	fs, d := newDaemonFlags()
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return exitOK
+		}
+		return exitUsage
+	}
+	src, err := applyEnv(fs)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "mserve:", err)
+		return exitUsage
+	}
+	if rest := fs.Args(); len(rest) > 0 {
+		n, err := supervise.ParseCount(rest[0])
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "mserve: %v (usage: mserve [flags] N COMMAND [ARGS...]; mserve -h for help)\n", err)
+			return exitUsage
+		}
+		d.cfg.Spawn, d.cfg.Command = n, rest[1:]
+	}
+	if d.cfg.Servants, err = core.ParseServants(d.servants); err != nil {
+		fmt.Fprintln(os.Stderr, "mserve: -servants:", err)
+		return exitUsage
+	}
+	if d.printConfig {
+		printConfig(os.Stdout, fs, src)
+		return exitOK
+	}
+	log, err := logging.New(d.logLevel, d.logFormat)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "mserve:", err)
+		return exitUsage
+	}
+	defer log.Sync()
+
+	b, err := core.New(d.cfg, log)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "mserve:", err)
+		return exitUsage
+	}
+	if err := b.Start(); err != nil {
+		log.Error("cannot start", zap.Error(err))
+		return exitError
+	}
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
+	s := <-sig
+	log.Info("signal received; shutting down", zap.String("signal", s.String()))
+	go func() { // a second signal stops at once
+		<-sig
+		log.Warn("second signal; exiting without waiting")
+		os.Exit(exitError)
+	}()
+	if err := b.Shutdown(context.Background()); err != nil {
+		log.Error("shutdown", zap.Error(err))
+		return exitError
+	}
+	return exitOK
+}

@@ -1,0 +1,46 @@
+// Command mserve is a load balancer for function calls.
+//
+//	mserve [flags] N COMMAND [ARGS...]     start N local servants and balance over them
+//	mserve [flags] -servants host:port,…   balance over servants already running
+//	mserve call [flags] METHOD [ARGS...]   make one call and print its result and info
+//	mserve bench [flags] METHOD [ARGS...]  closed-loop load generator
+//
+// Every flag can also be set by an environment variable named after it
+// (-route-expire → MSERVE_ROUTE_EXPIRE); flags win.
+package main
+
+import (
+	"fmt"
+	"os"
+)
+
+// Exit codes.
+const (
+	exitOK    = 0
+	exitError = 1 // the call or run failed
+	exitUsage = 2 // bad command line
+)
+
+func main() {
+	os.Exit(run(os.Args[1:]))
+}
+
+func run(args []string) int {
+	if len(args) > 0 {
+		switch args[0] {
+		case "call":
+			return callMain(args[1:])
+		case "bench":
+			return benchMain(args[1:])
+		case "version", "-version", "--version":
+			fmt.Println("mserve", version)
+			return exitOK
+		case "help":
+			return daemonMain([]string{"-h"})
+		}
+	}
+	return daemonMain(args)
+}
+
+// version is set at build time with -ldflags "-X main.version=…".
+var version = "dev"

@@ -1,0 +1,211 @@
+package algo
+
+import (
+	"time"
+
+	"github.com/mserve/mserve/sdk/dispatch"
+)
+
+// free reports whether s can start a call now.
+func free(s *dispatch.Servant) bool { return s.Available() && s.Free() > 0 }
+
+// Orig sends the oldest waiting call to the first free servant in list
+// order, as the kdb+ mserve's "orig".
+type Orig struct{}
+
+// Assign implements dispatch.Algorithm.
+func (Orig) Assign(calls []*dispatch.Call, servants []*dispatch.Servant, p *dispatch.Plan) {
+	si := 0
+	for ci := range calls {
+		for si < len(servants) && !free(servants[si]) {
+			si++
+		}
+		if si == len(servants) {
+			return
+		}
+		p.Assign(ci, si)
+	}
+}
+
+// Even sends the oldest waiting call to the next free servant after the one
+// used last, wrapping around: round robin over the free servants, as the
+// kdb+ mserve's "even".
+type Even struct {
+	next int // where the next search starts: one past the servant used last
+}
+
+// Assign implements dispatch.Algorithm.
+func (e *Even) Assign(calls []*dispatch.Call, servants []*dispatch.Servant, p *dispatch.Plan) {
+	n := len(servants)
+	for ci := range calls {
+		found := -1
+		for k := range n {
+			if si := (e.next + k) % n; free(servants[si]) {
+				found = si
+				break
+			}
+		}
+		if found < 0 {
+			return
+		}
+		p.Assign(ci, found)
+		e.next = found + 1
+	}
+}
+
+// Least sends the oldest waiting call to the free servant with the fewest
+// pending calls (in flight plus backlog). Ties go to the first such servant
+// after the one used last, so equal servants share the work.
+type Least struct {
+	next int // where the search for ties starts: one past the servant used last
+}
+
+// Assign implements dispatch.Algorithm.
+func (l *Least) Assign(calls []*dispatch.Call, servants []*dispatch.Servant, p *dispatch.Plan) {
+	n := len(servants)
+	for ci := range calls {
+		best, bestLoad := -1, 0
+		for k := range n {
+			si := (l.next + k) % n
+			s := servants[si]
+			if !free(s) {
+				continue
+			}
+			if load := s.InFlight + s.Backlog; best < 0 || load < bestLoad {
+				best, bestLoad = si, load
+			}
+		}
+		if best < 0 {
+			return
+		}
+		p.Assign(ci, best)
+		l.next = best + 1
+	}
+}
+
+// Match keeps calls with the same routing string on the same servant, so
+// that the data they touch stays warm, with exactly the rules of the kdb+
+// mserve's "match":
+//
+//  1. If some waiting call's routing string equals the last routing string
+//     of a free servant, the first such call goes to that servant (the first
+//     such servant in list order).
+//  2. Otherwise the first waiting call whose routing string no servant
+//     holds goes to the first free servant that was never used or has been
+//     idle longer than RouteExpire.
+//  3. Otherwise nothing moves until the soonest idle servant passes
+//     RouteExpire (a wake-up is requested for then) or something changes.
+//
+// A call whose routing string is held by a busy servant waits for that
+// servant, so the queue is not first in, first out. Unlike the original, a
+// servant that goes away or is draining releases its routing string at once.
+type Match struct {
+	RouteExpire time.Duration
+	held        map[string]int
+}
+
+// NewMatch returns a Match with the given route expiry (DefaultRouteExpire
+// when expire <= 0).
+func NewMatch(expire time.Duration) *Match {
+	if expire <= 0 {
+		expire = DefaultRouteExpire
+	}
+	return &Match{RouteExpire: expire, held: map[string]int{}}
+}
+
+// Assign implements dispatch.Algorithm.
+func (m *Match) Assign(calls []*dispatch.Call, servants []*dispatch.Servant, p *dispatch.Plan) {
+	clear(m.held)
+	for _, s := range servants {
+		if s.Available() && s.Used {
+			m.held[s.LastRoute]++
+		}
+	}
+	for m.sameRoute(calls, servants, p) || m.newRoute(calls, servants, p) {
+	}
+}
+
+// sameRoute is rule 1.
+func (m *Match) sameRoute(calls []*dispatch.Call, servants []*dispatch.Servant, p *dispatch.Plan) bool {
+	anyFree := false
+	for _, s := range servants {
+		if free(s) && s.Used {
+			anyFree = true
+			break
+		}
+	}
+	if !anyFree {
+		return false
+	}
+	for ci, c := range calls {
+		if p.Assigned(ci) || m.held[c.Route] == 0 {
+			continue
+		}
+		for si, s := range servants {
+			if free(s) && s.Used && s.LastRoute == c.Route {
+				return p.Assign(ci, si)
+			}
+		}
+	}
+	return false
+}
+
+// newRoute is rules 2 and 3.
+func (m *Match) newRoute(calls []*dispatch.Call, servants []*dispatch.Servant, p *dispatch.Plan) bool {
+	ci := -1
+	for i, c := range calls {
+		if !p.Assigned(i) && m.held[c.Route] == 0 {
+			ci = i
+			break
+		}
+	}
+	if ci < 0 {
+		return false
+	}
+	var wake time.Time
+	for si, s := range servants {
+		if !free(s) {
+			continue
+		}
+		if !s.Used {
+			return m.take(ci, si, servants, p)
+		}
+		if s.InFlight == 0 && s.Backlog == 0 {
+			expires := s.LastUsed.Add(m.RouteExpire)
+			if p.Now.After(expires) {
+				return m.take(ci, si, servants, p)
+			}
+			if wake.IsZero() || expires.Before(wake) {
+				wake = expires
+			}
+		}
+	}
+	if !wake.IsZero() {
+		p.WakeAt(wake)
+	}
+	return false
+}
+
+// take assigns call ci to servant si, moving si's claim from its old
+// routing string to the call's.
+func (m *Match) take(ci, si int, servants []*dispatch.Servant, p *dispatch.Plan) bool {
+	s := servants[si]
+	old, wasUsed := s.LastRoute, s.Used
+	if !p.Assign(ci, si) {
+		return false
+	}
+	if wasUsed {
+		if m.held[old]--; m.held[old] <= 0 {
+			delete(m.held, old)
+		}
+	}
+	m.held[s.LastRoute]++
+	return true
+}
+
+var (
+	_ dispatch.Algorithm = Orig{}
+	_ dispatch.Algorithm = (*Even)(nil)
+	_ dispatch.Algorithm = (*Least)(nil)
+	_ dispatch.Algorithm = (*Match)(nil)
+)

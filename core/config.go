@@ -1,0 +1,114 @@
+package core
+
+import (
+	"fmt"
+	"net"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Config is everything a Balancer is built from. The zero value of each
+// field means its documented default.
+type Config struct {
+	HTTPAddr   string // JSON-RPC over HTTP listen address; "" disables it
+	NativeAddr string // native framed protocol listen address; "" disables it
+
+	Algorithm   string        // dispatch algorithm name (default "match")
+	Routing     string        // routing function name (default "first")
+	RouteExpire time.Duration // match's routeExpireMs (default 12s)
+
+	Spawn      int      // local servants to start
+	Command    []string // the program (and arguments) each one runs
+	SpawnSlots int      // slots for spawned servants; 0 lets each servant say (default 1)
+	SpawnTags  []string // tags for spawned servants
+
+	Servants []ServantSpec // servants already running, here or on other hosts
+
+	Timeout     time.Duration // default per-call deadline (default 60s; negative: none)
+	MaxQueue    int           // calls waiting before new ones are refused as overloaded
+	MaxFrame    int           // largest native frame, both directions
+	MaxBody     int           // largest HTTP request body
+	MaxInFlight int           // unanswered calls per native connection before mserve stops reading it
+	Grace       time.Duration // how long shutdown waits for calls inside to finish (default 10s)
+}
+
+// DefaultTimeout is the per-call deadline when Config.Timeout is 0.
+const DefaultTimeout = 60 * time.Second
+
+// DefaultGrace is the shutdown grace period when Config.Grace is 0.
+const DefaultGrace = 10 * time.Second
+
+// ServantSpec names a servant that mserve dials rather than starts.
+type ServantSpec struct {
+	Name  string   // unique name; defaults to Addr
+	Addr  string   // host:port
+	Slots int      // calls it runs at once; 0 lets the servant say (default 1)
+	Tags  []string // labels algorithms may route by
+}
+
+// ParseServants parses a servant list: entries separated by commas or
+// spaces, each
+//
+//	[name@]host:port[?slots=N&tag=T&tag=U]
+//
+// for example "10.0.0.5:7001,gpu1@10.0.0.6:7001?slots=4&tag=gpu".
+func ParseServants(list string) ([]ServantSpec, error) {
+	var out []ServantSpec
+	for _, entry := range strings.FieldsFunc(list, func(r rune) bool { return r == ',' || r == ' ' || r == '\n' || r == '\t' }) {
+		spec, err := parseServant(entry)
+		if err != nil {
+			return nil, fmt.Errorf("servant %q: %w", entry, err)
+		}
+		out = append(out, spec)
+	}
+	return out, nil
+}
+
+func parseServant(entry string) (ServantSpec, error) {
+	var spec ServantSpec
+	addr, query, _ := strings.Cut(entry, "?")
+	if name, rest, ok := strings.Cut(addr, "@"); ok {
+		if name == "" {
+			return spec, fmt.Errorf("empty name before '@'")
+		}
+		spec.Name, addr = name, rest
+	}
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return spec, fmt.Errorf("want host:port: %v", err)
+	}
+	if host == "" {
+		return spec, fmt.Errorf("missing host in %q", addr)
+	}
+	if p, err := strconv.Atoi(port); err != nil || p <= 0 || p > 65535 {
+		return spec, fmt.Errorf("port %q is not a number from 1 to 65535", port)
+	}
+	spec.Addr = addr
+	if spec.Name == "" {
+		spec.Name = addr
+	}
+	if query == "" {
+		return spec, nil
+	}
+	opts, err := url.ParseQuery(query)
+	if err != nil {
+		return spec, fmt.Errorf("options: %v", err)
+	}
+	for key, values := range opts {
+		switch key {
+		case "slots":
+			n, err := strconv.Atoi(values[len(values)-1])
+			if err != nil || n <= 0 {
+				return spec, fmt.Errorf("slots must be a positive number, got %q", values[len(values)-1])
+			}
+			spec.Slots = n
+		case "tag":
+			spec.Tags = append(spec.Tags, values...)
+		default:
+			return spec, fmt.Errorf("unknown option %q (known: slots, tag)", key)
+		}
+	}
+	return spec, nil
+}

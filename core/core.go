@@ -1,0 +1,252 @@
+// Package core is mserve as a library: New builds a Balancer from a Config
+// (front ends, engine, servant links, supervised local servants), Start
+// runs it, Shutdown stops it without losing a call.
+package core
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/mserve/mserve/core/algo"
+	"github.com/mserve/mserve/core/engine"
+	"github.com/mserve/mserve/core/httpfront"
+	"github.com/mserve/mserve/core/link"
+	"github.com/mserve/mserve/core/native"
+	"github.com/mserve/mserve/core/route"
+	"github.com/mserve/mserve/core/supervise"
+)
+
+// Balancer is a running (or ready to run) mserve.
+type Balancer struct {
+	cfg Config
+	log *zap.Logger
+	eng *engine.Engine
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	links  []*link.Link
+	procs  []*supervise.Process
+	native *native.Server
+	http   *http.Server
+
+	nativeLn, httpLn net.Listener
+	shutdownOnce     sync.Once
+}
+
+// New checks cfg and builds a Balancer. Nothing listens or runs until Start.
+func New(cfg Config, log *zap.Logger) (*Balancer, error) {
+	if log == nil {
+		log = zap.NewNop()
+	}
+	if cfg.Algorithm == "" {
+		cfg.Algorithm = algo.Default
+	}
+	if cfg.Routing == "" {
+		cfg.Routing = route.Default
+	}
+	switch {
+	case cfg.Timeout == 0:
+		cfg.Timeout = DefaultTimeout
+	case cfg.Timeout < 0:
+		cfg.Timeout = 0
+	}
+	if cfg.Grace <= 0 {
+		cfg.Grace = DefaultGrace
+	}
+	if cfg.Spawn < 0 {
+		return nil, fmt.Errorf("servant count must not be negative, got %d", cfg.Spawn)
+	}
+	if cfg.Spawn > 0 && len(cfg.Command) == 0 {
+		return nil, errors.New("no servant command: give it after the count, as in: mserve 3 ./servant")
+	}
+	if cfg.Spawn == 0 && len(cfg.Servants) == 0 {
+		return nil, errors.New("no servants: start some (mserve N COMMAND ARGS...) or name running ones (-servants host:port,...)")
+	}
+	if cfg.HTTPAddr == "" && cfg.NativeAddr == "" {
+		return nil, errors.New("no front end: set -http, -listen or both")
+	}
+	names := map[string]bool{}
+	for i := range cfg.Spawn {
+		names[spawnName(i)] = true
+	}
+	for _, s := range cfg.Servants {
+		if names[s.Name] {
+			return nil, fmt.Errorf("two servants are named %q: give one another name with name@host:port", s.Name)
+		}
+		names[s.Name] = true
+	}
+	a, err := algo.New(algo.Builtins(), cfg.Algorithm, algo.Config{RouteExpire: cfg.RouteExpire})
+	if err != nil {
+		return nil, err
+	}
+	r, err := route.Builtins().Lookup(cfg.Routing)
+	if err != nil {
+		return nil, err
+	}
+	eng := engine.New(engine.Config{
+		Algorithm: a, Router: r.Value, Timeout: cfg.Timeout, MaxQueue: cfg.MaxQueue, Log: log,
+	})
+	return &Balancer{cfg: cfg, log: log, eng: eng}, nil
+}
+
+func spawnName(i int) string { return "s" + strconv.Itoa(i+1) }
+
+// Engine returns the balancer's dispatch engine.
+func (b *Balancer) Engine() *engine.Engine { return b.eng }
+
+// Processes returns the supervised local servants, in order s1, s2, ….
+func (b *Balancer) Processes() []*supervise.Process { return b.procs }
+
+// NativeAddr returns the address the native front end listens on, once
+// started, or "".
+func (b *Balancer) NativeAddr() string { return addrOf(b.nativeLn) }
+
+// HTTPAddr returns the address the HTTP front end listens on, once
+// started, or "".
+func (b *Balancer) HTTPAddr() string { return addrOf(b.httpLn) }
+
+func addrOf(ln net.Listener) string {
+	if ln == nil {
+		return ""
+	}
+	return ln.Addr().String()
+}
+
+// Start opens the front ends, connects to remote servants and starts local
+// ones. It returns once everything is listening; servants join as they come
+// up, and calls that arrive before wait in the queue.
+func (b *Balancer) Start() error {
+	var err error
+	if b.cfg.NativeAddr != "" {
+		if b.nativeLn, err = net.Listen("tcp", b.cfg.NativeAddr); err != nil {
+			return fmt.Errorf("native front end: %w", err)
+		}
+	}
+	if b.cfg.HTTPAddr != "" {
+		if b.httpLn, err = net.Listen("tcp", b.cfg.HTTPAddr); err != nil {
+			if b.nativeLn != nil {
+				b.nativeLn.Close()
+			}
+			return fmt.Errorf("HTTP front end: %w", err)
+		}
+	}
+	b.ctx, b.cancel = context.WithCancel(context.Background())
+
+	for i := range b.cfg.Spawn {
+		addr, err := supervise.FreeAddr()
+		if err != nil {
+			b.abort()
+			return fmt.Errorf("finding a port for servant %s: %w", spawnName(i), err)
+		}
+		name := spawnName(i)
+		l := b.addLink(engine.ServantSpec{Name: name, Addr: addr, Slots: b.cfg.SpawnSlots, Tags: b.cfg.SpawnTags})
+		b.procs = append(b.procs, supervise.Start(supervise.Config{
+			Name: name, Command: b.cfg.Command[0], Args: b.cfg.Command[1:], Addr: addr,
+			Log: b.log, OnStart: l.Kick,
+		}))
+	}
+	for _, s := range b.cfg.Servants {
+		b.addLink(engine.ServantSpec{Name: s.Name, Addr: s.Addr, Slots: s.Slots, Tags: s.Tags})
+	}
+
+	if b.nativeLn != nil {
+		b.native = native.New(native.Config{MaxFrame: b.cfg.MaxFrame, MaxInFlight: b.cfg.MaxInFlight, Log: b.log}, b.eng)
+		b.wg.Add(1)
+		go func() {
+			defer b.wg.Done()
+			if err := b.native.Serve(b.nativeLn); err != nil {
+				b.log.Error("native front end stopped", zap.Error(err))
+			}
+		}()
+	}
+	if b.httpLn != nil {
+		b.http = &http.Server{
+			Handler:           httpfront.New(b.eng, b.cfg.MaxBody),
+			ReadHeaderTimeout: 10 * time.Second,
+			IdleTimeout:       5 * time.Minute,
+			MaxHeaderBytes:    64 << 10,
+			ErrorLog:          zap.NewStdLog(b.log.With(zap.String("front", "http"))),
+		}
+		b.wg.Add(1)
+		go func() {
+			defer b.wg.Done()
+			if err := b.http.Serve(b.httpLn); err != nil && !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, net.ErrClosed) {
+				b.log.Error("HTTP front end stopped", zap.Error(err))
+			}
+		}()
+	}
+	b.log.Info("mserve started",
+		zap.String("native", b.NativeAddr()), zap.String("http", b.HTTPAddr()),
+		zap.String("algo", b.cfg.Algorithm), zap.String("routing", b.cfg.Routing),
+		zap.Int("spawned", b.cfg.Spawn), zap.Int("remote", len(b.cfg.Servants)))
+	return nil
+}
+
+func (b *Balancer) addLink(spec engine.ServantSpec) *link.Link {
+	l := link.New(link.Config{Name: spec.Name, Addr: spec.Addr, MaxFrame: b.cfg.MaxFrame, Log: b.log})
+	l.Attach(b.eng.AddServant(spec, l))
+	b.links = append(b.links, l)
+	b.wg.Add(1)
+	go func() { defer b.wg.Done(); l.Run(b.ctx) }()
+	return l
+}
+
+func (b *Balancer) abort() {
+	b.cancel()
+	for _, ln := range []net.Listener{b.nativeLn, b.httpLn} {
+		if ln != nil {
+			ln.Close()
+		}
+	}
+	supervise.StopAll(b.procs, time.Second)
+	b.wg.Wait()
+}
+
+// Shutdown stops the balancer without losing a call: it stops accepting
+// connections and calls, lets the calls inside finish within the grace
+// period (answering any left after it "shutting down"), flushes every
+// answer to its client, then stops links and local servants. It returns
+// when all is stopped; ctx bounds the whole.
+func (b *Balancer) Shutdown(ctx context.Context) error {
+	if b.cancel == nil {
+		return errors.New("mserve was not started")
+	}
+	var err error
+	b.shutdownOnce.Do(func() {
+		b.log.Info("mserve stopping", zap.Duration("grace", b.cfg.Grace))
+		if b.native != nil {
+			b.native.CloseListeners()
+		}
+		if b.httpLn != nil {
+			b.httpLn.Close()
+		}
+		grace, cancel := context.WithTimeout(ctx, b.cfg.Grace)
+		defer cancel()
+		if derr := b.eng.Drain(grace); derr != nil {
+			b.log.Warn("grace period ended with calls unfinished; they were answered \"shutting down\"")
+		}
+		if b.http != nil {
+			b.http.Shutdown(ctx)
+		}
+		if b.native != nil {
+			b.native.Close()
+		}
+		b.cancel()
+		supervise.StopAll(b.procs, b.cfg.Grace)
+		b.wg.Wait()
+		err = ctx.Err()
+		st := b.eng.Stats()
+		b.log.Info("mserve stopped", zap.Uint64("answered", st.Answered), zap.Uint64("ok", st.OK))
+	})
+	return err
+}

@@ -1,0 +1,476 @@
+// Package engine is mserve's dispatch core: the queue of waiting calls, the
+// servants' slots and backlogs, the rounds in which the dispatch algorithm
+// assigns calls to servants, and the guarantee that every call gets exactly
+// one answer.
+//
+// Front ends hand calls to Submit; servant links report results with
+// Servant.Done and failures with Servant.Down. The engine holds one mutex
+// for its state and never holds it across I/O or while answering a call.
+package engine
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/mserve/mserve/sdk/dispatch"
+	"github.com/mserve/mserve/sdk/jsonrpc"
+)
+
+// Transport carries calls to one servant.
+type Transport interface {
+	// Send writes c's request to the servant without blocking on I/O. It
+	// fails only when the link is down, in which case nothing was written
+	// and the link has already reported (or is about to report) Down.
+	// After a successful Send the link reports c exactly once, through
+	// Servant.Done or in the lost calls of Servant.Down.
+	Send(c *Call) error
+	// Cancel tells the servant, best effort, that nobody waits for c any
+	// more. The call stays on the servant until it answers.
+	Cancel(c *Call)
+}
+
+// Config sets up an Engine.
+type Config struct {
+	Algorithm dispatch.Algorithm // decides where calls go (required)
+	Router    dispatch.Router    // derives routing strings; nil leaves them empty
+	Timeout   time.Duration      // default deadline per call; 0 means none
+	MaxQueue  int                // calls waiting (queue plus backlogs) before new ones are refused as overloaded; 0 means DefaultMaxQueue
+	Log       *zap.Logger        // nil means no logging
+	Now       func() time.Time   // clock; nil means time.Now
+}
+
+// DefaultMaxQueue is the queue bound when Config.MaxQueue is 0.
+const DefaultMaxQueue = 100_000
+
+// Engine is the dispatch core. Create it with New.
+type Engine struct {
+	router   dispatch.Router
+	timeout  time.Duration
+	maxQueue int
+	log      *zap.Logger
+	now      func() time.Time
+
+	mu         sync.Mutex
+	algo       dispatch.Algorithm
+	observer   dispatch.Observer
+	maxBacklog int
+	servants   []*Servant
+	views      []*dispatch.Servant
+	q          queue
+	plan       dispatch.Plan
+	queued     int // waiting in the queue or in a servant's backlog
+	running    int // sent to a servant and not yet back
+	seq        uint64
+	closed     bool
+	drained    chan struct{} // closed when closed and nothing is queued or running
+	wakeTimer  *time.Timer
+	wakeAt     time.Time
+
+	stats counters
+}
+
+// New returns an engine with no servants.
+func New(cfg Config) *Engine {
+	e := &Engine{
+		router:   cfg.Router,
+		timeout:  cfg.Timeout,
+		maxQueue: cfg.MaxQueue,
+		log:      cfg.Log,
+		now:      cfg.Now,
+	}
+	if e.maxQueue <= 0 {
+		e.maxQueue = DefaultMaxQueue
+	}
+	if e.log == nil {
+		e.log = zap.NewNop()
+	}
+	if e.now == nil {
+		e.now = time.Now
+	}
+	e.setAlgorithm(cfg.Algorithm)
+	return e
+}
+
+func (e *Engine) setAlgorithm(a dispatch.Algorithm) {
+	e.algo = a
+	e.observer, _ = a.(dispatch.Observer)
+	e.maxBacklog = 0
+	if b, ok := a.(dispatch.BacklogUser); ok {
+		e.maxBacklog = b.BacklogLimit()
+	}
+}
+
+// SetAlgorithm switches to algorithm a for the next round. Calls already
+// assigned stay where they are.
+func (e *Engine) SetAlgorithm(a dispatch.Algorithm) {
+	e.mu.Lock()
+	e.setAlgorithm(a)
+	sends := e.round(nil, e.now())
+	e.mu.Unlock()
+	e.send(sends)
+}
+
+// Submit takes c into the engine. The engine answers it exactly once through
+// c.Reply: with the servant's result, or with a precise error (overloaded,
+// timeout, servant lost, shutting down, cancelled).
+func (e *Engine) Submit(c *Call) {
+	c.engine = e
+	now := e.now()
+	c.Arrived = now
+	if c.Route == "" && e.router != nil {
+		if r, err := e.router.Route(&c.Call); err == nil {
+			c.Route = r
+		} else {
+			e.stats.routeErrors.Add(1)
+			if ce := e.log.Check(zap.DebugLevel, "routing function failed; using the empty routing string"); ce != nil {
+				ce.Write(zap.String("method", c.Method), zap.Error(err))
+			}
+		}
+	}
+	timeout := c.Timeout
+	if timeout <= 0 {
+		timeout = e.timeout
+	}
+
+	e.mu.Lock()
+	if e.closed {
+		e.mu.Unlock()
+		c.answer(&Answer{Err: errShuttingDown})
+		return
+	}
+	if e.queued >= e.maxQueue {
+		n := e.queued
+		e.mu.Unlock()
+		c.answer(&Answer{Err: jsonrpc.Errorf(jsonrpc.Overloaded,
+			"overloaded: %d calls are already waiting (the limit); retry later", n)})
+		return
+	}
+	e.seq++
+	c.seq = e.seq
+	c.backlog = e.queued + e.running
+	c.where = waiting
+	c.Timeout = timeout
+	e.q.push(c)
+	e.queued++
+	if timeout > 0 {
+		c.timer = time.AfterFunc(timeout, c.expire)
+	}
+	var buf [4]*Call
+	sends := e.round(buf[:0], now)
+	e.mu.Unlock()
+	e.send(sends)
+}
+
+var errShuttingDown = jsonrpc.Errorf(jsonrpc.ShuttingDown, "mserve is shutting down and takes no new calls")
+
+// expire answers c "timeout" if it is still unanswered.
+func (c *Call) expire() {
+	c.engine.abandon(c, func(where where, s *Servant) *jsonrpc.Error {
+		switch where {
+		case running:
+			return jsonrpc.Errorf(jsonrpc.Timeout,
+				"timeout: servant %s did not answer within %v; its late result will be discarded", s.view.Name, c.Timeout)
+		case backlog:
+			return jsonrpc.Errorf(jsonrpc.Timeout,
+				"timeout: the call waited %v for a slot on servant %s", c.Timeout, s.view.Name)
+		}
+		return jsonrpc.Errorf(jsonrpc.Timeout,
+			"timeout: the call waited %v in the queue and no servant took it (%s)", c.Timeout, c.engine.availability())
+	})
+}
+
+// Cancel answers c "cancelled" if it is still unanswered: its caller went
+// away or asked to stop. A call already running stays on its servant, which
+// is told to abandon it.
+func (e *Engine) Cancel(c *Call, reason string) {
+	e.abandon(c, func(where, *Servant) *jsonrpc.Error {
+		return jsonrpc.Errorf(jsonrpc.Cancelled, "cancelled: %s", reason)
+	})
+}
+
+// abandon answers c with the error made by mkErr, wherever c is. A waiting
+// call leaves the queue; a running one keeps its slot until the servant
+// answers, and the servant is told to stop. mkErr runs under e.mu.
+func (e *Engine) abandon(c *Call, mkErr func(where, *Servant) *jsonrpc.Error) {
+	if c.engine == nil {
+		return
+	}
+	now := e.now()
+	e.mu.Lock()
+	w, s := c.where, c.servant
+	switch w {
+	case waiting:
+		e.q.remove(c)
+		e.queued--
+		c.where = nowhere
+	case backlog:
+		s.removeBacklog(c)
+		e.queued--
+		c.where = nowhere
+	case running:
+		c.where = answered
+	default:
+		e.mu.Unlock()
+		return
+	}
+	err := mkErr(w, s)
+	a := Answer{Err: err, Elapsed: now.Sub(c.Arrived), Remaining: e.queued + e.running}
+	if w == running {
+		a.Servant, a.Execution = s.view.Name, now.Sub(c.sentAt)
+	}
+	e.checkDrained()
+	e.mu.Unlock()
+	if w == running {
+		s.t.Cancel(c)
+	}
+	c.answer(&a)
+}
+
+// availability describes the servants for an error message. Caller holds
+// e.mu.
+func (e *Engine) availability() string {
+	healthy := 0
+	for _, v := range e.views {
+		if v.Available() {
+			healthy++
+		}
+	}
+	if len(e.views) == 0 {
+		return "no servants are configured"
+	}
+	return fmt.Sprintf("%d of %d servants available", healthy, len(e.views))
+}
+
+// round runs the algorithm over the waiting calls and applies its plan.
+// Calls to send now are appended to sends. Caller holds e.mu.
+func (e *Engine) round(sends []*Call, now time.Time) []*Call {
+	if e.q.len() == 0 || !e.hasCapacity() {
+		return sends
+	}
+	e.plan.Reset(e.q.views, e.views, now)
+	e.plan.MaxBacklog = e.maxBacklog
+	e.algo.Assign(e.q.views, e.views, &e.plan)
+	if as := e.plan.Assignments(); len(as) > 0 {
+		for _, a := range as {
+			c, s := e.q.calls[a.Call], e.servants[a.Servant]
+			c.servant = s
+			if a.Backlog {
+				c.where = backlog
+				s.backlog = append(s.backlog, c)
+				continue
+			}
+			c.where = running
+			c.sentAt = now
+			s.addRun(c)
+			e.queued--
+			e.running++
+			sends = append(sends, c)
+		}
+		e.q.removeAssigned(&e.plan)
+	}
+	if r := e.plan.Rejected(); r > 0 {
+		e.stats.rejected.Add(uint64(r))
+	}
+	if w := e.plan.Wake(); !w.IsZero() {
+		e.scheduleWake(w, now)
+	}
+	return sends
+}
+
+// hasCapacity reports whether any servant could take a call now.
+func (e *Engine) hasCapacity() bool {
+	for _, v := range e.views {
+		if v.Available() && (v.Free() > 0 || v.Backlog < e.maxBacklog) {
+			return true
+		}
+	}
+	return false
+}
+
+func (e *Engine) scheduleWake(at, now time.Time) {
+	if !e.wakeAt.IsZero() && !at.Before(e.wakeAt) {
+		return
+	}
+	e.wakeAt = at
+	d := at.Sub(now)
+	if e.wakeTimer == nil {
+		e.wakeTimer = time.AfterFunc(d, e.wake)
+	} else {
+		e.wakeTimer.Reset(d)
+	}
+}
+
+func (e *Engine) wake() {
+	e.mu.Lock()
+	e.wakeAt = time.Time{}
+	sends := e.round(nil, e.now())
+	e.mu.Unlock()
+	e.send(sends)
+}
+
+// send hands calls to their servants' links, outside the lock. A call whose
+// link turns out to be down goes back to the head of the queue.
+func (e *Engine) send(sends []*Call) {
+	for len(sends) > 0 {
+		var retry []*Call
+		for _, c := range sends {
+			if err := c.servant.t.Send(c); err != nil {
+				retry = e.sendFailed(c, retry)
+			}
+		}
+		sends = retry
+	}
+}
+
+// sendFailed undoes c's dispatch after its link refused it.
+func (e *Engine) sendFailed(c *Call, sends []*Call) []*Call {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	s := c.servant
+	s.view.InFlight--
+	s.unrun(c)
+	e.running--
+	switch c.where {
+	case running:
+		c.where = waiting
+		c.servant = nil
+		e.q.pushFront([]*Call{c})
+		e.queued++
+	case answered: // timed out or cancelled meanwhile: nothing left to do
+		c.where = nowhere
+		e.checkDrained()
+	}
+	if s.view.Healthy {
+		// The link has not reported Down yet; it will, and that runs a
+		// round. Running one now would pick the same servant again.
+		return sends
+	}
+	return e.round(sends, e.now())
+}
+
+// Close stops taking new calls: Submit answers "shutting down" from now on.
+// Calls already inside keep going; use Drain to wait for them.
+func (e *Engine) Close() {
+	e.mu.Lock()
+	if !e.closed {
+		e.closed = true
+		e.drained = make(chan struct{})
+		e.checkDrained()
+	}
+	e.mu.Unlock()
+}
+
+// checkDrained closes e.drained once the engine is closed and empty.
+// Caller holds e.mu.
+func (e *Engine) checkDrained() {
+	if e.closed && e.queued == 0 && e.running == 0 && e.drained != nil {
+		select {
+		case <-e.drained:
+		default:
+			close(e.drained)
+		}
+	}
+}
+
+// Drain closes the engine and waits until every call inside it has been
+// answered, or ctx ends; then it answers whatever is left "shutting down"
+// and returns ctx's error.
+func (e *Engine) Drain(ctx context.Context) error {
+	e.Close()
+	select {
+	case <-e.drained:
+		return nil
+	case <-ctx.Done():
+	}
+	now := e.now()
+	e.mu.Lock()
+	var left []*Call
+	left = append(left, e.q.calls...)
+	e.q.truncate(0)
+	for _, s := range e.servants {
+		left = append(left, s.backlog...)
+		s.view.Backlog = 0
+		s.backlog = nil
+		left = append(left, s.running()...)
+	}
+	for _, c := range left {
+		switch c.where {
+		case waiting, backlog:
+			e.queued--
+			c.where = nowhere
+		case running:
+			c.where = answered // its slot is freed when the servant answers or is lost
+		}
+	}
+	e.mu.Unlock()
+	for _, c := range left {
+		c.answer(&Answer{Err: jsonrpc.Errorf(jsonrpc.ShuttingDown,
+			"mserve is shutting down and the grace period ended before this call finished"),
+			Elapsed: now.Sub(c.Arrived)})
+	}
+	return ctx.Err()
+}
+
+// counters are the engine's running totals.
+type counters struct {
+	submitted, ok, servantErrors, timeouts, lost, overloaded, cancelled, other atomic.Uint64
+	rejected, routeErrors                                                  atomic.Uint64
+}
+
+func (e *Engine) count(a *Answer) {
+	e.stats.submitted.Add(1)
+	switch {
+	case a.Err == nil && a.ServantErr == nil:
+		e.stats.ok.Add(1)
+	case a.Err == nil:
+		e.stats.servantErrors.Add(1)
+	case a.Err.Code == jsonrpc.Timeout:
+		e.stats.timeouts.Add(1)
+	case a.Err.Code == jsonrpc.ServantLost:
+		e.stats.lost.Add(1)
+	case a.Err.Code == jsonrpc.Overloaded:
+		e.stats.overloaded.Add(1)
+	case a.Err.Code == jsonrpc.Cancelled:
+		e.stats.cancelled.Add(1)
+	default:
+		e.stats.other.Add(1)
+	}
+}
+
+// Stats is a snapshot of the engine's state and totals.
+type Stats struct {
+	Queued, Running int                // calls waiting (queue and backlogs) and running now
+	Answered        uint64             // calls answered in total
+	OK              uint64             // … with a result
+	ServantErrors   uint64             // … with the servant's own error
+	Timeouts        uint64             // … "timeout"
+	Lost            uint64             // … "servant lost"
+	Overloaded      uint64             // … "overloaded"
+	Cancelled       uint64             // … "cancelled"
+	Other           uint64             // … any other error from mserve
+	Rejected        uint64             // assignments the algorithm made that the plan refused
+	RouteErrors     uint64             // calls whose routing function failed
+	Servants        []dispatch.Servant // a copy of each servant's view
+}
+
+// Stats returns a snapshot.
+func (e *Engine) Stats() Stats {
+	e.mu.Lock()
+	st := Stats{Queued: e.queued, Running: e.running, Servants: make([]dispatch.Servant, len(e.views))}
+	for i, v := range e.views {
+		st.Servants[i] = *v
+		st.Servants[i].Tags = append([]string(nil), v.Tags...)
+	}
+	e.mu.Unlock()
+	st.Answered = e.stats.submitted.Load()
+	st.OK, st.ServantErrors = e.stats.ok.Load(), e.stats.servantErrors.Load()
+	st.Timeouts, st.Lost = e.stats.timeouts.Load(), e.stats.lost.Load()
+	st.Overloaded, st.Cancelled, st.Other = e.stats.overloaded.Load(), e.stats.cancelled.Load(), e.stats.other.Load()
+	st.Rejected, st.RouteErrors = e.stats.rejected.Load(), e.stats.routeErrors.Load()
+	return st
+}

@@ -1,0 +1,242 @@
+// Package frontend holds what mserve's front ends (native framed TCP and
+// JSON-RPC over HTTP) share: turning a JSON-RPC request into an engine call,
+// per-call options, control methods, and collecting a batch's answers.
+package frontend
+
+import (
+	"bytes"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/mserve/mserve/core/engine"
+	"github.com/mserve/mserve/sdk/jsonrpc"
+	"github.com/mserve/mserve/sdk/wire"
+)
+
+// MaxTimeout bounds the per-call timeout a client may ask for.
+const MaxTimeout = 24 * time.Hour
+
+// NewCall makes an engine call from a parsed request, applying the
+// request's "mserve" options. Its byte slices keep aliasing the request's
+// buffer, which must stay untouched until the call is answered.
+func NewCall(req *jsonrpc.Request) (*engine.Call, *jsonrpc.Error) {
+	c := &engine.Call{ID: req.ID}
+	c.Method = req.Method
+	c.Params = req.Params
+	if req.Mserve != nil {
+		if e := applyOptions(c, req.Mserve); e != nil {
+			return nil, e
+		}
+	}
+	return c, nil
+}
+
+// applyOptions reads the per-call options object: {"timeout_ms": N}.
+// Unknown options are refused, so that a client cannot believe it set
+// something mserve ignores (or claim a user or role).
+func applyOptions(c *engine.Call, raw []byte) *jsonrpc.Error {
+	var bad *jsonrpc.Error
+	err := jsonrpc.Members(raw, func(key, value []byte) bool {
+		name, _ := jsonrpc.Unquote(key)
+		switch name {
+		case "timeout_ms":
+			ms, err := strconv.ParseFloat(string(value), 64)
+			if err != nil || ms <= 0 || time.Duration(ms*float64(time.Millisecond)) > MaxTimeout {
+				bad = jsonrpc.Errorf(jsonrpc.InvalidRequest,
+					`invalid request: option "timeout_ms" must be a positive number of milliseconds up to %d, got %s`,
+					MaxTimeout.Milliseconds(), value)
+				return false
+			}
+			c.Timeout = time.Duration(ms * float64(time.Millisecond))
+		default:
+			bad = jsonrpc.Errorf(jsonrpc.InvalidRequest,
+				`invalid request: unknown option %s in "mserve" (known: "timeout_ms")`, key)
+			return false
+		}
+		return true
+	})
+	if err != nil {
+		return jsonrpc.Errorf(jsonrpc.InvalidRequest, "invalid request: options: %v", err)
+	}
+	return bad
+}
+
+// IsControl reports whether method is one of the "rpc." methods mserve
+// answers itself rather than forwarding.
+func IsControl(method string) bool { return len(method) > 4 && method[:4] == "rpc." }
+
+// Control answers a control method. It returns the raw result, or an error
+// for an unknown method. cancel is called for rpc.cancel with the raw id to
+// cancel.
+func Control(req *jsonrpc.Request, cancel func(id []byte) bool) ([]byte, *jsonrpc.Error) {
+	switch req.Method {
+	case wire.MethodPing:
+		return []byte(`"pong"`), nil
+	case wire.MethodHello:
+		return []byte(`{"protocol":` + strconv.Itoa(wire.ProtocolVersion) + `,"server":"mserve"}`), nil
+	case wire.MethodCancel:
+		var id []byte
+		if req.Params != nil && req.Params[0] == '[' {
+			jsonrpc.Elements(req.Params, func(v []byte) bool { id = v; return false })
+		}
+		if id == nil {
+			return nil, jsonrpc.Errorf(jsonrpc.InvalidParams, "invalid params: rpc.cancel takes [id], the id of the call to cancel")
+		}
+		if cancel == nil || !cancel(id) {
+			return []byte("false"), nil
+		}
+		return []byte("true"), nil
+	}
+	return nil, jsonrpc.Errorf(jsonrpc.MethodNotFound, "method not found: %q is not a control method mserve knows", req.Method)
+}
+
+// SameID reports whether two raw ids are the same JSON value as written.
+func SameID(a, b []byte) bool { return bytes.Equal(bytes.TrimSpace(a), bytes.TrimSpace(b)) }
+
+// Batch collects the answers to one batch request and hands the complete
+// response array to its done function once, when the last answer is in.
+// Responses keep the order of the requests; notifications have none.
+type Batch struct {
+	mu      sync.Mutex
+	slots   []slot
+	pending int
+	done    func(body []byte)
+}
+
+type slot struct {
+	b     *Batch
+	i     int
+	resp  []byte
+	reply bool
+}
+
+// NewBatch returns a collector for n requests. done receives the response
+// array, or nil when every request was a notification.
+func NewBatch(n int, done func(body []byte)) *Batch {
+	b := &Batch{slots: make([]slot, n), pending: n, done: done}
+	for i := range b.slots {
+		b.slots[i].b, b.slots[i].i = b, i
+	}
+	return b
+}
+
+// Replier returns the engine.Replier for request i.
+func (b *Batch) Replier(i int) engine.Replier { return &b.slots[i] }
+
+// Respond records a response for request i that mserve produced itself
+// (an error, or a control method's result).
+func (b *Batch) Respond(i int, resp []byte) {
+	b.settle(i, resp, true)
+}
+
+// Skip records that request i needs no response (a notification).
+func (b *Batch) Skip(i int) { b.settle(i, nil, false) }
+
+// Answer implements engine.Replier.
+func (s *slot) Answer(c *engine.Call, a *engine.Answer) {
+	if c.ID == nil {
+		s.b.settle(s.i, nil, false)
+		return
+	}
+	s.b.settle(s.i, engine.AppendResponse(nil, c, a), true)
+}
+
+func (b *Batch) settle(i int, resp []byte, reply bool) {
+	b.mu.Lock()
+	b.slots[i].resp, b.slots[i].reply = resp, reply
+	b.pending--
+	last := b.pending == 0
+	b.mu.Unlock()
+	if !last {
+		return
+	}
+	var out []byte
+	for _, s := range b.slots {
+		if !s.reply {
+			continue
+		}
+		if out == nil {
+			out = append(out, '[')
+		} else {
+			out = append(out, ',')
+		}
+		out = append(out, s.resp...)
+	}
+	if out != nil {
+		out = append(out, ']')
+	}
+	b.done(out)
+}
+
+// MaxBatch is the most requests one batch may hold.
+const MaxBatch = 1000
+
+// Prepare parses one request body. It returns either a call to submit, or
+// the complete response to send (errors and control methods), or neither
+// (a notification that needs no answer). cancel serves rpc.cancel.
+func Prepare(body []byte, cancel func(id []byte) bool) (*engine.Call, []byte) {
+	var req jsonrpc.Request
+	if e := jsonrpc.ParseRequest(body, &req); e != nil {
+		return nil, jsonrpc.AppendErrorResponse(nil, req.ID, e, nil)
+	}
+	if IsControl(req.Method) {
+		res, e := Control(&req, cancel)
+		switch {
+		case req.ID == nil:
+			return nil, nil
+		case e != nil:
+			return nil, jsonrpc.AppendErrorResponse(nil, req.ID, e, nil)
+		}
+		return nil, jsonrpc.AppendResponse(nil, req.ID, res, nil, nil)
+	}
+	c, e := NewCall(&req)
+	if e != nil {
+		if req.ID == nil {
+			return nil, nil
+		}
+		return nil, jsonrpc.AppendErrorResponse(nil, req.ID, e, nil)
+	}
+	return c, nil
+}
+
+// Session is one client's context for a batch: how its calls are
+// submitted (tracked and handed to the engine) and cancelled.
+type Session interface {
+	Submit(c *engine.Call)
+	Cancel(id []byte) bool
+}
+
+// ServeBatch handles the batch body and calls done once with the complete
+// response: the array of responses, a single error object when the batch
+// itself is malformed or empty, or nil when every request was a
+// notification.
+func ServeBatch(body []byte, sess Session, done func(resp []byte)) {
+	var elems [][]byte
+	if e := jsonrpc.SplitBatch(body, func(el []byte) { elems = append(elems, el) }); e != nil {
+		done(jsonrpc.AppendErrorResponse(nil, nil, e, nil))
+		return
+	}
+	switch {
+	case len(elems) == 0:
+		done(jsonrpc.AppendErrorResponse(nil, nil, jsonrpc.Errorf(jsonrpc.InvalidRequest, "invalid request: empty batch"), nil))
+		return
+	case len(elems) > MaxBatch:
+		done(jsonrpc.AppendErrorResponse(nil, nil, jsonrpc.Errorf(jsonrpc.InvalidRequest,
+			"invalid request: batch of %d requests exceeds the limit of %d", len(elems), MaxBatch), nil))
+		return
+	}
+	b := NewBatch(len(elems), done)
+	for i, el := range elems {
+		c, resp := Prepare(el, sess.Cancel)
+		switch {
+		case c != nil:
+			c.Reply = b.Replier(i)
+			sess.Submit(c)
+		case resp != nil:
+			b.Respond(i, resp)
+		default:
+			b.Skip(i)
+		}
+	}
+}

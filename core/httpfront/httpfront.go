@@ -1,0 +1,105 @@
+// Package httpfront is mserve's JSON-RPC 2.0 over HTTP front end: a POST
+// carries one request or a batch; the response body carries the response
+// (or array of responses) with mserve's info record in each.
+package httpfront
+
+import (
+	"errors"
+	"io"
+	"net/http"
+
+	"github.com/mserve/mserve/core/engine"
+	"github.com/mserve/mserve/core/frontend"
+	"github.com/mserve/mserve/sdk/jsonrpc"
+)
+
+// DefaultMaxBody is the largest request body accepted when none is set.
+const DefaultMaxBody = 4 << 20
+
+// Handler serves JSON-RPC over HTTP.
+type Handler struct {
+	eng     *engine.Engine
+	maxBody int64
+}
+
+// New returns a handler feeding eng that refuses bodies over maxBody bytes
+// (DefaultMaxBody when maxBody <= 0).
+func New(eng *engine.Engine, maxBody int) *Handler {
+	if maxBody <= 0 {
+		maxBody = DefaultMaxBody
+	}
+	return &Handler{eng: eng, maxBody: int64(maxBody)}
+}
+
+// ServeHTTP implements http.Handler. The body is read as JSON whatever its
+// Content-Type (so that curl -d works). JSON-RPC errors are answered with
+// status 200 and an error object, as JSON-RPC over HTTP servers commonly
+// do; status codes report only HTTP-level problems (405, 413).
+// A request holding only notifications is answered 204 No Content.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", http.MethodPost)
+		writeError(w, http.StatusMethodNotAllowed, jsonrpc.Errorf(jsonrpc.InvalidRequest,
+			"invalid request: JSON-RPC calls are POSTed; got %s", r.Method))
+		return
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, h.maxBody))
+	if err != nil {
+		var tooLarge *http.MaxBytesError
+		if errors.As(err, &tooLarge) {
+			writeError(w, http.StatusRequestEntityTooLarge, jsonrpc.Errorf(jsonrpc.TooLarge,
+				"request body exceeds the limit of %d bytes", h.maxBody))
+			return
+		}
+		return // the client went away mid-body
+	}
+	x := &exchange{done: make(chan []byte, 1)}
+	x.Tracker = frontend.NewTracker(h.eng, x)
+	if jsonrpc.IsBatch(body) {
+		frontend.ServeBatch(body, x, func(resp []byte) { x.done <- resp })
+	} else {
+		call, resp := frontend.Prepare(body, x.Cancel)
+		switch {
+		case call != nil:
+			call.Reply = x
+			x.Submit(call)
+		default:
+			x.done <- resp
+		}
+	}
+	var resp []byte
+	select {
+	case resp = <-x.done:
+	case <-r.Context().Done(): // the client went away: drop what it waits for
+		x.CancelAll("the client disconnected")
+		return
+	}
+	if resp == nil {
+		w.WriteHeader(http.StatusNoContent)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Write(resp)
+}
+
+func writeError(w http.ResponseWriter, status int, e *jsonrpc.Error) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	w.Write(jsonrpc.AppendErrorResponse(nil, nil, e, nil))
+}
+
+// exchange is one HTTP request: its calls and where their answer goes.
+type exchange struct {
+	*frontend.Tracker
+	done chan []byte
+}
+
+// Answer implements engine.Replier for a single (non-batch) call.
+func (x *exchange) Answer(c *engine.Call, a *engine.Answer) {
+	x.Forget(c)
+	if c.ID == nil {
+		x.done <- nil
+		return
+	}
+	x.done <- engine.AppendResponse(make([]byte, 0, 256), c, a)
+}

@@ -1,0 +1,320 @@
+// Package link keeps mserve's persistent connection to one servant that
+// speaks the native protocol: it dials and redials with backoff, greets the
+// servant with rpc.hello, writes calls with ids of its own, and reports
+// results and losses to the engine.
+package link
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/mserve/mserve/core/engine"
+	"github.com/mserve/mserve/sdk/jsonrpc"
+	"github.com/mserve/mserve/sdk/wire"
+)
+
+// Config sets up a Link.
+type Config struct {
+	Name        string        // the servant's name, for logs and the hello
+	Addr        string        // host:port to dial
+	Secret      string        // sent in the hello when set
+	MaxFrame    int           // largest frame accepted from the servant; 0 means wire.DefaultMaxFrame
+	DialTimeout time.Duration // per attempt; 0 means 2s
+	HelloWait   time.Duration // how long the servant may take to answer the hello; 0 means 5s
+	MinBackoff  time.Duration // first wait between dial attempts; 0 means 10ms
+	MaxBackoff  time.Duration // longest wait; 0 means 2s
+	Log         *zap.Logger
+}
+
+// ErrDown is returned by Send while the link has no connection.
+var ErrDown = errors.New("servant link is down")
+
+// Link is the connection to one servant. It implements engine.Transport.
+type Link struct {
+	cfg     Config
+	log     *zap.Logger
+	servant *engine.Servant
+	kick    chan struct{}
+
+	mu        sync.Mutex
+	conn      net.Conn
+	w         *wire.Writer
+	up        bool
+	nextID    uint64
+	pending   map[uint64]*engine.Call
+	functions []string
+}
+
+// New returns a link that is not yet running. Attach it to its engine
+// servant, then call Run.
+func New(cfg Config) *Link {
+	if cfg.DialTimeout <= 0 {
+		cfg.DialTimeout = 2 * time.Second
+	}
+	if cfg.HelloWait <= 0 {
+		cfg.HelloWait = 5 * time.Second
+	}
+	if cfg.MinBackoff <= 0 {
+		cfg.MinBackoff = 10 * time.Millisecond
+	}
+	if cfg.MaxBackoff <= 0 {
+		cfg.MaxBackoff = 2 * time.Second
+	}
+	if cfg.MaxFrame <= 0 {
+		cfg.MaxFrame = wire.DefaultMaxFrame
+	}
+	log := cfg.Log
+	if log == nil {
+		log = zap.NewNop()
+	}
+	return &Link{
+		cfg:     cfg,
+		log:     log.With(zap.String("servant", cfg.Name), zap.String("addr", cfg.Addr)),
+		kick:    make(chan struct{}, 1),
+		pending: map[uint64]*engine.Call{},
+	}
+}
+
+// Attach tells the link which engine servant it reports to.
+func (l *Link) Attach(s *engine.Servant) { l.servant = s }
+
+// Functions returns the declarations the servant announced in its last
+// hello, or nil.
+func (l *Link) Functions() []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.functions
+}
+
+// Kick makes a waiting link dial again at once, for example because the
+// servant's process has just been restarted.
+func (l *Link) Kick() {
+	select {
+	case l.kick <- struct{}{}:
+	default:
+	}
+}
+
+// Run dials, serves and redials until ctx ends. Each lost connection is
+// reported to the engine once.
+func (l *Link) Run(ctx context.Context) {
+	backoff := l.cfg.MinBackoff
+	failures := 0
+	for ctx.Err() == nil {
+		conn, r, hello, err := l.connect(ctx)
+		if err != nil {
+			failures++
+			if failures == 10 || failures%100 == 0 {
+				l.log.Warn("servant unreachable; still retrying", zap.Int("attempts", failures), zap.Error(err))
+			} else if ce := l.log.Check(zap.DebugLevel, "dial failed"); ce != nil {
+				ce.Write(zap.Error(err))
+			}
+			if !l.wait(ctx, backoff) {
+				break
+			}
+			backoff = min(2*backoff, l.cfg.MaxBackoff)
+			continue
+		}
+		failures, backoff = 0, l.cfg.MinBackoff
+		l.serve(ctx, conn, r, hello)
+	}
+}
+
+// wait sleeps for d, or until kicked, or until ctx ends (false).
+func (l *Link) wait(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-l.kick:
+	case <-t.C:
+	}
+	return true
+}
+
+// connect dials the servant and exchanges hellos.
+func (l *Link) connect(ctx context.Context) (net.Conn, *wire.Reader, *wire.HelloResult, error) {
+	d := net.Dialer{Timeout: l.cfg.DialTimeout}
+	conn, err := d.DialContext(ctx, "tcp", l.cfg.Addr)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	r := wire.NewReader(conn, l.cfg.MaxFrame)
+	hello, err := l.greet(conn, r)
+	if err != nil {
+		conn.Close()
+		return nil, nil, nil, fmt.Errorf("hello: %w", err)
+	}
+	return conn, r, hello, nil
+}
+
+// greet sends rpc.hello and reads the answer. A servant that does not know
+// rpc.hello (a plain JSON-RPC server) is taken with default settings.
+func (l *Link) greet(conn net.Conn, r *wire.Reader) (*wire.HelloResult, error) {
+	params, _ := json.Marshal(wire.HelloParams{
+		Protocol: wire.ProtocolVersion, Balancer: "mserve", Servant: l.cfg.Name, Secret: l.cfg.Secret,
+	})
+	conn.SetDeadline(time.Now().Add(l.cfg.HelloWait))
+	defer conn.SetDeadline(time.Time{})
+	if _, err := conn.Write(wire.AppendFrame(nil, jsonrpc.AppendRequest(nil, []byte("0"), wire.MethodHello, params))); err != nil {
+		return nil, err
+	}
+	frame, err := r.ReadFrame(nil)
+	if err != nil {
+		return nil, err
+	}
+	var resp jsonrpc.Response
+	if err := jsonrpc.ParseResponse(frame, &resp); err != nil {
+		return nil, err
+	}
+	hello := &wire.HelloResult{}
+	if resp.Error != nil {
+		e, err := jsonrpc.DecodeError(resp.Error)
+		if err != nil {
+			return nil, err
+		}
+		if e.Code == jsonrpc.MethodNotFound {
+			return hello, nil
+		}
+		return nil, e
+	}
+	if err := json.Unmarshal(resp.Result, hello); err != nil {
+		return nil, fmt.Errorf("malformed hello result: %w", err)
+	}
+	if hello.Protocol != 0 && hello.Protocol != wire.ProtocolVersion {
+		return nil, fmt.Errorf("servant speaks protocol %d, mserve speaks %d", hello.Protocol, wire.ProtocolVersion)
+	}
+	return hello, nil
+}
+
+// serve runs one connection until it fails, then reports the loss.
+func (l *Link) serve(ctx context.Context, conn net.Conn, r *wire.Reader, hello *wire.HelloResult) {
+	l.mu.Lock()
+	l.conn, l.w, l.up = conn, wire.NewWriter(conn, 0), true
+	l.functions = hello.Functions
+	l.mu.Unlock()
+	l.log.Info("servant up", zap.Int("slots", hello.Slots), zap.Strings("tags", hello.Tags), zap.Int("functions", len(hello.Functions)))
+	l.servant.Up(hello.Slots, hello.Tags)
+
+	stop := context.AfterFunc(ctx, func() { conn.Close() })
+	err := l.read(r)
+	stop()
+
+	l.mu.Lock()
+	l.up = false
+	w := l.w
+	lost := make([]*engine.Call, 0, len(l.pending))
+	for id, c := range l.pending {
+		lost = append(lost, c)
+		delete(l.pending, id)
+	}
+	l.mu.Unlock()
+	w.Abort()
+	if ctx.Err() != nil {
+		err = errors.New("mserve is stopping")
+		l.log.Info("servant link closed", zap.Int("lost_calls", len(lost)))
+	} else {
+		l.log.Warn("servant down", zap.Error(err), zap.Int("lost_calls", len(lost)))
+	}
+	l.servant.Down(lost, err)
+}
+
+// read handles responses until the connection fails.
+func (l *Link) read(r *wire.Reader) error {
+	var buf []byte
+	var resp jsonrpc.Response
+	for {
+		frame, err := r.ReadFrame(buf)
+		if err != nil {
+			return err
+		}
+		buf = frame
+		if err := jsonrpc.ParseResponse(frame, &resp); err != nil {
+			return fmt.Errorf("servant broke the protocol: %w", err)
+		}
+		id, err := strconv.ParseUint(string(resp.ID), 10, 64)
+		if err != nil {
+			return fmt.Errorf("servant broke the protocol: response id %s is not one mserve sent", resp.ID)
+		}
+		l.mu.Lock()
+		c := l.pending[id]
+		delete(l.pending, id)
+		l.mu.Unlock()
+		if c == nil {
+			continue // the answer to a hello or ping, or a duplicate
+		}
+		l.servant.Done(c, &resp)
+	}
+}
+
+// Send implements engine.Transport.
+func (l *Link) Send(c *engine.Call) error {
+	l.mu.Lock()
+	if !l.up {
+		l.mu.Unlock()
+		return ErrDown
+	}
+	l.nextID++
+	id := l.nextID
+	c.LinkID = id
+	l.pending[id] = c
+	w := l.w
+	l.mu.Unlock()
+
+	// From here on the call is pending: it is reported through Done or Down
+	// whatever happens to the write.
+	buf, start := wire.BeginFrame(w.Begin())
+	buf = append(buf, `{"jsonrpc":"2.0","id":`...)
+	buf = strconv.AppendUint(buf, id, 10)
+	buf = append(buf, `,"method":`...)
+	buf = jsonrpc.AppendString(buf, c.Method)
+	if c.Params != nil {
+		buf = append(buf, `,"params":`...)
+		buf = append(buf, c.Params...)
+	}
+	buf = append(buf, '}')
+	buf, err := wire.EndFrame(buf, start, 2*l.cfg.MaxFrame)
+	w.End(buf)
+	if err != nil {
+		l.fail(id, &jsonrpc.Error{Code: jsonrpc.TooLarge, Message: "call too large for the servant link: " + err.Error()})
+	}
+	return nil
+}
+
+// fail answers the pending call id with e without involving the servant.
+func (l *Link) fail(id uint64, e *jsonrpc.Error) {
+	l.mu.Lock()
+	c := l.pending[id]
+	delete(l.pending, id)
+	l.mu.Unlock()
+	if c != nil {
+		l.servant.Done(c, &jsonrpc.Response{Error: jsonrpc.AppendError(nil, e)})
+	}
+}
+
+// Cancel implements engine.Transport: it sends rpc.cancel for c.
+func (l *Link) Cancel(c *engine.Call) {
+	l.mu.Lock()
+	w, ok := l.w, l.up && l.pending[c.LinkID] == c
+	l.mu.Unlock()
+	if !ok {
+		return
+	}
+	buf, start := wire.BeginFrame(w.Begin())
+	buf = append(buf, `{"jsonrpc":"2.0","method":"`+wire.MethodCancel+`","params":[`...)
+	buf = strconv.AppendUint(buf, c.LinkID, 10)
+	buf = append(buf, "]}"...)
+	buf, _ = wire.EndFrame(buf, start, 0)
+	w.End(buf)
+}
+
+var _ engine.Transport = (*Link)(nil)

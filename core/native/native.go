@@ -1,0 +1,206 @@
+// Package native is mserve's native front end: persistent TCP connections
+// carrying length-prefixed JSON-RPC 2.0 frames, many calls in flight per
+// connection, answered in completion order.
+package native
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"net"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/mserve/mserve/core/engine"
+	"github.com/mserve/mserve/core/frontend"
+	"github.com/mserve/mserve/sdk/jsonrpc"
+	"github.com/mserve/mserve/sdk/wire"
+)
+
+// Config sets up a Server.
+type Config struct {
+	MaxFrame    int // largest frame accepted; 0 means wire.DefaultMaxFrame
+	MaxInFlight int // calls one connection may have unanswered before mserve stops reading from it; 0 means 1024
+	Log         *zap.Logger
+}
+
+// Server accepts native connections and feeds their calls to an engine.
+type Server struct {
+	cfg Config
+	eng *engine.Engine
+	log *zap.Logger
+
+	mu    sync.Mutex
+	lns   []net.Listener
+	conns map[*conn]struct{}
+	wg    sync.WaitGroup
+}
+
+// New returns a server feeding eng.
+func New(cfg Config, eng *engine.Engine) *Server {
+	if cfg.MaxFrame <= 0 {
+		cfg.MaxFrame = wire.DefaultMaxFrame
+	}
+	if cfg.MaxInFlight <= 0 {
+		cfg.MaxInFlight = 1024
+	}
+	log := cfg.Log
+	if log == nil {
+		log = zap.NewNop()
+	}
+	return &Server{cfg: cfg, eng: eng, log: log, conns: map[*conn]struct{}{}}
+}
+
+// Serve accepts connections on ln until it is closed.
+func (s *Server) Serve(ln net.Listener) error {
+	s.mu.Lock()
+	s.lns = append(s.lns, ln)
+	s.mu.Unlock()
+	for {
+		nc, err := ln.Accept()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return nil
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				continue
+			}
+			return err
+		}
+		c := &conn{s: s, nc: nc, w: wire.NewWriter(nc, 0), tokens: make(chan struct{}, s.cfg.MaxInFlight)}
+		c.Tracker = frontend.NewTracker(s.eng, c)
+		s.mu.Lock()
+		s.conns[c] = struct{}{}
+		s.wg.Add(1)
+		s.mu.Unlock()
+		go c.serve()
+	}
+}
+
+// CloseListeners stops accepting new connections.
+func (s *Server) CloseListeners() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, ln := range s.lns {
+		ln.Close()
+	}
+}
+
+// Close stops accepting, flushes what each connection has pending, closes
+// them all and waits for their goroutines.
+func (s *Server) Close() {
+	s.CloseListeners()
+	s.mu.Lock()
+	conns := make([]*conn, 0, len(s.conns))
+	for c := range s.conns {
+		conns = append(conns, c)
+	}
+	s.mu.Unlock()
+	for _, c := range conns {
+		if cr, ok := c.nc.(interface{ CloseRead() error }); ok {
+			cr.CloseRead()
+		} else {
+			c.nc.Close()
+		}
+	}
+	s.wg.Wait()
+}
+
+// conn is one client connection.
+type conn struct {
+	*frontend.Tracker
+	s      *Server
+	nc     net.Conn
+	w      *wire.Writer
+	tokens chan struct{} // one per unanswered request: bounds in-flight calls
+}
+
+func (c *conn) serve() {
+	defer c.s.wg.Done()
+	r := wire.NewReader(c.nc, c.s.cfg.MaxFrame)
+	err := c.read(r)
+	c.shutdown(err)
+}
+
+func (c *conn) read(r *wire.Reader) error {
+	for {
+		frame, err := r.ReadFrame(nil)
+		if err != nil {
+			return err
+		}
+		c.tokens <- struct{}{} // blocks while the connection has its maximum of calls unanswered
+		if jsonrpc.IsBatch(frame) {
+			frontend.ServeBatch(frame, c, func(resp []byte) {
+				if resp != nil {
+					c.w.WriteFrame(resp)
+				}
+				<-c.tokens
+			})
+			continue
+		}
+		call, resp := frontend.Prepare(frame, c.Cancel)
+		switch {
+		case call != nil:
+			call.Reply = c
+			c.Submit(call)
+			continue
+		case resp != nil:
+			c.w.WriteFrame(resp)
+		}
+		<-c.tokens
+	}
+}
+
+// Answer implements engine.Replier: the response is composed straight into
+// the connection's pending output.
+func (c *conn) Answer(call *engine.Call, a *engine.Answer) {
+	c.Forget(call)
+	if call.ID != nil {
+		buf, start := wire.BeginFrame(c.w.Begin())
+		buf = engine.AppendResponse(buf, call, a)
+		buf, err := wire.EndFrame(buf, start, 0)
+		if err != nil { // a servant's result too large for any client frame
+			buf, start = wire.BeginFrame(buf)
+			buf = jsonrpc.AppendErrorResponse(buf, call.ID, jsonrpc.Errorf(jsonrpc.TooLarge, "result too large: %v", err), nil)
+			buf, _ = wire.EndFrame(buf, start, 0)
+		}
+		c.w.End(buf)
+	}
+	<-c.tokens
+}
+
+// shutdown ends the connection after its reader stopped: the reason is
+// told to the client when it can still read it, queued calls are dropped,
+// running calls finish on their servants with nobody to answer.
+func (c *conn) shutdown(err error) {
+	var tooLarge *wire.FrameTooLargeError
+	switch {
+	case errors.As(err, &tooLarge):
+		c.w.WriteFrame(jsonrpc.AppendErrorResponse(nil, nil, jsonrpc.Errorf(jsonrpc.TooLarge, "%v; closing the connection", err), nil))
+	case errors.Is(err, wire.ErrNotFramed): // the peer could not read a frame: answer in plain text
+		c.w.End(append(c.w.Begin(), notFramedReply...))
+	case err == nil || errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed):
+	default:
+		if ce := c.s.log.Check(zap.DebugLevel, "client connection ended"); ce != nil {
+			ce.Write(zap.Stringer("remote", c.nc.RemoteAddr()), zap.Error(err))
+		}
+	}
+	c.CancelAll("the client disconnected")
+	c.nc.SetWriteDeadline(time.Now().Add(closeFlushWait))
+	c.w.Close()
+	c.s.mu.Lock()
+	delete(c.s.conns, c)
+	c.s.mu.Unlock()
+}
+
+// closeFlushWait bounds how long a closing connection may take to flush
+// what is pending to a client that does not read.
+const closeFlushWait = 5 * time.Second
+
+var notFramedReply = bytes.Join([][]byte{
+	[]byte("HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\n"),
+	[]byte("this is mserve's native port: it speaks length-prefixed JSON-RPC frames; send JSON-RPC over HTTP to the -http address\n"),
+}, nil)
