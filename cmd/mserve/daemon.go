@@ -5,6 +5,8 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"net/http"
+	_ "net/http/pprof" // registers /debug/pprof/ on http.DefaultServeMux for -pprof
 	"os"
 	"os/signal"
 	"syscall"
@@ -43,6 +45,7 @@ type daemonFlags struct {
 	logLevel    string
 	logFormat   string
 	printConfig bool
+	pprofAddr   string
 }
 
 func newDaemonFlags() (*flag.FlagSet, *daemonFlags) {
@@ -65,6 +68,7 @@ func newDaemonFlags() (*flag.FlagSet, *daemonFlags) {
 	fs.DurationVar(&c.Grace, "grace", core.DefaultGrace, "on SIGTERM, how long to let calls inside finish")
 	fs.StringVar(&d.logLevel, "log", "info", "log level: debug, info, warn or error")
 	fs.StringVar(&d.logFormat, "log-format", "auto", "log format: auto (console on a terminal, JSON otherwise), console or json")
+	fs.StringVar(&d.pprofAddr, "pprof", "", "serve Go's profiler (/debug/pprof/) on this address; keep it private")
 	fs.BoolVar(&d.printConfig, "print-config", false, "print the effective configuration and exit")
 	fs.Usage = usageFor(fs, daemonUsage)
 	return fs, d
@@ -114,6 +118,14 @@ func daemonMain(args []string) int {
 	if err := b.Start(); err != nil {
 		log.Error("cannot start", zap.Error(err))
 		return exitError
+	}
+	if d.pprofAddr != "" {
+		go func() {
+			log.Info("profiler listening", zap.String("addr", d.pprofAddr))
+			if err := http.ListenAndServe(d.pprofAddr, nil); err != nil {
+				log.Error("profiler stopped", zap.Error(err))
+			}
+		}()
 	}
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)

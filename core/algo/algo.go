@@ -6,8 +6,21 @@ import (
 	"github.com/mserve/mserve/sdk/dispatch"
 )
 
-// free reports whether s can start a call now.
-func free(s *dispatch.Servant) bool { return s.Available() && s.Free() > 0 }
+// free reports whether s can start c now.
+func free(s *dispatch.Servant, c *dispatch.Call) bool {
+	return s.Available() && s.Free() > 0 && s.Serves(c.Method)
+}
+
+// anyFree reports whether some servant has a free slot at all: when none
+// has, no call can move and the algorithms stop early.
+func anyFree(servants []*dispatch.Servant) bool {
+	for _, s := range servants {
+		if s.Available() && s.Free() > 0 {
+			return true
+		}
+	}
+	return false
+}
 
 // Orig sends the oldest waiting call to the first free servant in list
 // order, as the kdb+ mserve's "orig".
@@ -15,15 +28,16 @@ type Orig struct{}
 
 // Assign implements dispatch.Algorithm.
 func (Orig) Assign(calls []*dispatch.Call, servants []*dispatch.Servant, p *dispatch.Plan) {
-	si := 0
-	for ci := range calls {
-		for si < len(servants) && !free(servants[si]) {
-			si++
-		}
-		if si == len(servants) {
+	for ci, c := range calls {
+		if !anyFree(servants) {
 			return
 		}
-		p.Assign(ci, si)
+		for si, s := range servants {
+			if free(s, c) {
+				p.Assign(ci, si)
+				break
+			}
+		}
 	}
 }
 
@@ -37,19 +51,17 @@ type Even struct {
 // Assign implements dispatch.Algorithm.
 func (e *Even) Assign(calls []*dispatch.Call, servants []*dispatch.Servant, p *dispatch.Plan) {
 	n := len(servants)
-	for ci := range calls {
-		found := -1
+	for ci, c := range calls {
+		if !anyFree(servants) {
+			return
+		}
 		for k := range n {
-			if si := (e.next + k) % n; free(servants[si]) {
-				found = si
+			if si := (e.next + k) % n; free(servants[si], c) {
+				p.Assign(ci, si)
+				e.next = si + 1
 				break
 			}
 		}
-		if found < 0 {
-			return
-		}
-		p.Assign(ci, found)
-		e.next = found + 1
 	}
 }
 
@@ -63,23 +75,25 @@ type Least struct {
 // Assign implements dispatch.Algorithm.
 func (l *Least) Assign(calls []*dispatch.Call, servants []*dispatch.Servant, p *dispatch.Plan) {
 	n := len(servants)
-	for ci := range calls {
+	for ci, c := range calls {
+		if !anyFree(servants) {
+			return
+		}
 		best, bestLoad := -1, 0
 		for k := range n {
 			si := (l.next + k) % n
 			s := servants[si]
-			if !free(s) {
+			if !free(s, c) {
 				continue
 			}
 			if load := s.InFlight + s.Backlog; best < 0 || load < bestLoad {
 				best, bestLoad = si, load
 			}
 		}
-		if best < 0 {
-			return
+		if best >= 0 {
+			p.Assign(ci, best)
+			l.next = best + 1
 		}
-		p.Assign(ci, best)
-		l.next = best + 1
 	}
 }
 
@@ -127,14 +141,14 @@ func (m *Match) Assign(calls []*dispatch.Call, servants []*dispatch.Servant, p *
 
 // sameRoute is rule 1.
 func (m *Match) sameRoute(calls []*dispatch.Call, servants []*dispatch.Servant, p *dispatch.Plan) bool {
-	anyFree := false
+	usedFree := false
 	for _, s := range servants {
-		if free(s) && s.Used {
-			anyFree = true
+		if s.Available() && s.Free() > 0 && s.Used {
+			usedFree = true
 			break
 		}
 	}
-	if !anyFree {
+	if !usedFree {
 		return false
 	}
 	for ci, c := range calls {
@@ -142,7 +156,7 @@ func (m *Match) sameRoute(calls []*dispatch.Call, servants []*dispatch.Servant, 
 			continue
 		}
 		for si, s := range servants {
-			if free(s) && s.Used && s.LastRoute == c.Route {
+			if free(s, c) && s.Used && s.LastRoute == c.Route {
 				return p.Assign(ci, si)
 			}
 		}
@@ -150,38 +164,59 @@ func (m *Match) sameRoute(calls []*dispatch.Call, servants []*dispatch.Servant, 
 	return false
 }
 
-// newRoute is rules 2 and 3.
+// newRoute is rules 2 and 3. (With servants that serve different
+// functions, a call no eligible servant serves is passed over for the next
+// one; with identical servants this is the original's rule.)
 func (m *Match) newRoute(calls []*dispatch.Call, servants []*dispatch.Servant, p *dispatch.Plan) bool {
-	ci := -1
-	for i, c := range calls {
-		if !p.Assigned(i) && m.held[c.Route] == 0 {
-			ci = i
-			break
-		}
-	}
-	if ci < 0 {
-		return false
-	}
+	now := p.Now
 	var wake time.Time
-	for si, s := range servants {
-		if !free(s) {
+	eligible := false // some free servant is unused or past its expiry
+	for _, s := range servants {
+		if !s.Available() || s.Free() == 0 {
 			continue
 		}
 		if !s.Used {
-			return m.take(ci, si, servants, p)
+			eligible = true
+			continue
 		}
 		if s.InFlight == 0 && s.Backlog == 0 {
 			expires := s.LastUsed.Add(m.RouteExpire)
-			if p.Now.After(expires) {
-				return m.take(ci, si, servants, p)
-			}
-			if wake.IsZero() || expires.Before(wake) {
+			if now.After(expires) {
+				eligible = true
+			} else if wake.IsZero() || expires.Before(wake) {
 				wake = expires
 			}
 		}
 	}
-	if !wake.IsZero() {
-		p.WakeAt(wake)
+	if !eligible {
+		if !wake.IsZero() && m.anyNewRoute(calls, p) {
+			p.WakeAt(wake)
+		}
+		return false
+	}
+	for ci, c := range calls {
+		if p.Assigned(ci) || m.held[c.Route] != 0 {
+			continue
+		}
+		for si, s := range servants {
+			if !free(s, c) {
+				continue
+			}
+			if !s.Used || (s.InFlight == 0 && s.Backlog == 0 && now.After(s.LastUsed.Add(m.RouteExpire))) {
+				return m.take(ci, si, servants, p)
+			}
+		}
+	}
+	return false
+}
+
+// anyNewRoute reports whether some waiting call has a routing string no
+// servant holds.
+func (m *Match) anyNewRoute(calls []*dispatch.Call, p *dispatch.Plan) bool {
+	for ci, c := range calls {
+		if !p.Assigned(ci) && m.held[c.Route] == 0 {
+			return true
+		}
 	}
 	return false
 }

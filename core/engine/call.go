@@ -7,6 +7,7 @@ import (
 
 	"github.com/mserve/mserve/sdk/dispatch"
 	"github.com/mserve/mserve/sdk/jsonrpc"
+	"github.com/mserve/mserve/sdk/wire"
 )
 
 // Replier receives a call's single answer.
@@ -28,6 +29,10 @@ type Answer struct {
 	Elapsed     time.Duration  // from arrival to answer, queue included
 	Execution   time.Duration  // from sending to the servant to its result; 0 if never sent
 	Remaining   int            // calls queued or running when this one was answered
+	// Flusher, when set, lets the replier defer its write
+	// (wire.Writer.EndLater): the goroutine answering is working through
+	// a burst and flushes when it is done.
+	Flusher *wire.Flusher
 }
 
 // OK reports whether the call succeeded.

@@ -19,16 +19,18 @@ import (
 
 	"github.com/mserve/mserve/sdk/dispatch"
 	"github.com/mserve/mserve/sdk/jsonrpc"
+	"github.com/mserve/mserve/sdk/wire"
 )
 
 // Transport carries calls to one servant.
 type Transport interface {
-	// Send writes c's request to the servant without blocking on I/O. It
-	// fails only when the link is down, in which case nothing was written
-	// and the link has already reported (or is about to report) Down.
-	// After a successful Send the link reports c exactly once, through
+	// Send writes c's request to the servant without blocking on I/O; with
+	// a non-nil f the write may be deferred until f is flushed. It fails
+	// only when the link is down, in which case nothing was written and
+	// the link has already reported (or is about to report) Down. After a
+	// successful Send the link reports c exactly once, through
 	// Servant.Done or in the lost calls of Servant.Down.
-	Send(c *Call) error
+	Send(c *Call, f *wire.Flusher) error
 	// Cancel tells the servant, best effort, that nobody waits for c any
 	// more. The call stays on the servant until it answers.
 	Cancel(c *Call)
@@ -112,13 +114,19 @@ func (e *Engine) SetAlgorithm(a dispatch.Algorithm) {
 	e.setAlgorithm(a)
 	sends := e.round(nil, e.now())
 	e.mu.Unlock()
-	e.send(sends)
+	e.send(sends, nil)
 }
 
 // Submit takes c into the engine. The engine answers it exactly once through
 // c.Reply: with the servant's result, or with a precise error (overloaded,
 // timeout, servant lost, shutting down, cancelled).
-func (e *Engine) Submit(c *Call) {
+func (e *Engine) Submit(c *Call) { e.SubmitLater(c, nil) }
+
+// SubmitLater is Submit for a front end working through a burst of
+// requests: the writes it causes (the call sent to a servant, or an
+// immediate answer) may be deferred until f is flushed. f is used only
+// during the call.
+func (e *Engine) SubmitLater(c *Call, f *wire.Flusher) {
 	c.engine = e
 	now := e.now()
 	c.Arrived = now
@@ -140,14 +148,14 @@ func (e *Engine) Submit(c *Call) {
 	e.mu.Lock()
 	if e.closed {
 		e.mu.Unlock()
-		c.answer(&Answer{Err: errShuttingDown})
+		c.answer(&Answer{Err: errShuttingDown, Flusher: f})
 		return
 	}
 	if e.queued >= e.maxQueue {
 		n := e.queued
 		e.mu.Unlock()
 		c.answer(&Answer{Err: jsonrpc.Errorf(jsonrpc.Overloaded,
-			"overloaded: %d calls are already waiting (the limit); retry later", n)})
+			"overloaded: %d calls are already waiting (the limit); retry later", n), Flusher: f})
 		return
 	}
 	e.seq++
@@ -163,7 +171,7 @@ func (e *Engine) Submit(c *Call) {
 	var buf [4]*Call
 	sends := e.round(buf[:0], now)
 	e.mu.Unlock()
-	e.send(sends)
+	e.send(sends, f)
 }
 
 var errShuttingDown = jsonrpc.Errorf(jsonrpc.ShuttingDown, "mserve is shutting down and takes no new calls")
@@ -310,16 +318,16 @@ func (e *Engine) wake() {
 	e.wakeAt = time.Time{}
 	sends := e.round(nil, e.now())
 	e.mu.Unlock()
-	e.send(sends)
+	e.send(sends, nil)
 }
 
 // send hands calls to their servants' links, outside the lock. A call whose
 // link turns out to be down goes back to the head of the queue.
-func (e *Engine) send(sends []*Call) {
+func (e *Engine) send(sends []*Call, f *wire.Flusher) {
 	for len(sends) > 0 {
 		var retry []*Call
 		for _, c := range sends {
-			if err := c.servant.t.Send(c); err != nil {
+			if err := c.servant.t.Send(c, f); err != nil {
 				retry = e.sendFailed(c, retry)
 			}
 		}
@@ -419,7 +427,7 @@ func (e *Engine) Drain(ctx context.Context) error {
 // counters are the engine's running totals.
 type counters struct {
 	submitted, ok, servantErrors, timeouts, lost, overloaded, cancelled, other atomic.Uint64
-	rejected, routeErrors                                                  atomic.Uint64
+	rejected, routeErrors                                                      atomic.Uint64
 }
 
 func (e *Engine) count(a *Answer) {

@@ -7,6 +7,7 @@ import (
 
 	"github.com/mserve/mserve/sdk/dispatch"
 	"github.com/mserve/mserve/sdk/jsonrpc"
+	"github.com/mserve/mserve/sdk/wire"
 )
 
 // Servant is the engine's handle on one servant. Its link reports through
@@ -59,29 +60,42 @@ func hostOf(addr string) string {
 // Name returns the servant's name.
 func (s *Servant) Name() string { return s.view.Name }
 
-// Up marks the servant ready for calls. slots and tags are what the servant
-// announced about itself (0 and nil when it said nothing): announced slots
-// apply unless slots were fixed at launch; announced tags are added to the
-// launch tags.
-func (s *Servant) Up(slots int, tags []string) {
+// Announce is what a servant said about itself when its link connected.
+type Announce struct {
+	Slots     int      // calls it runs at once; 0 when it did not say
+	Tags      []string // labels it carries, added to those from the launch
+	Functions []string // names of the functions it serves; nil when it did not say (it is then sent anything)
+}
+
+// Up marks the servant ready for calls with what it announced: announced
+// slots apply unless slots were fixed at launch; announced tags are added to
+// the launch tags.
+func (s *Servant) Up(a Announce) {
 	e := s.e
 	e.mu.Lock()
 	v := &s.view
 	v.Healthy = true
 	v.Used, v.LastRoute, v.LastUsed = false, "", time.Time{}
-	if slots > 0 && !s.fixedSlots {
-		v.Slots = slots
+	if a.Slots > 0 && !s.fixedSlots {
+		v.Slots = a.Slots
 	}
-	for _, t := range tags {
+	for _, t := range a.Tags {
 		if !slices.Contains(v.Tags, t) {
 			v.Tags = append(v.Tags, t)
+		}
+	}
+	v.Functions = nil
+	if a.Functions != nil {
+		v.Functions = make(map[string]bool, len(a.Functions))
+		for _, f := range a.Functions {
+			v.Functions[f] = true
 		}
 	}
 	now := e.now()
 	sends := s.fromBacklog(nil, now)
 	sends = e.round(sends, now)
 	e.mu.Unlock()
-	e.send(sends)
+	e.send(sends, nil)
 }
 
 // Down marks the servant unavailable after its connection was lost or it
@@ -123,7 +137,7 @@ func (s *Servant) Down(lost []*Call, cause error) {
 	remaining := e.queued + e.running
 	e.checkDrained()
 	e.mu.Unlock()
-	e.send(sends)
+	e.send(sends, nil)
 	for _, c := range answer {
 		c.answer(&Answer{
 			Err: jsonrpc.Errorf(jsonrpc.ServantLost,
@@ -134,8 +148,10 @@ func (s *Servant) Down(lost []*Call, cause error) {
 }
 
 // Done reports the servant's response to c. The response's byte slices are
-// used only during the call.
-func (s *Servant) Done(c *Call, resp *jsonrpc.Response) {
+// used only during the call. With a non-nil f, the writes it causes (the
+// answer to the client, the next call to the servant) may be deferred
+// until f is flushed.
+func (s *Servant) Done(c *Call, resp *jsonrpc.Response, f *wire.Flusher) {
 	e := s.e
 	now := e.now()
 	e.mu.Lock()
@@ -167,11 +183,12 @@ func (s *Servant) Done(c *Call, resp *jsonrpc.Response) {
 	remaining := e.queued + e.running
 	e.checkDrained()
 	e.mu.Unlock()
-	e.send(sends)
+	e.send(sends, f)
 	if !wasAnswered {
 		c.answer(&Answer{
 			Result: resp.Result, ServantErr: resp.Error, ServantInfo: resp.Info,
 			Servant: v.Name, Elapsed: now.Sub(c.Arrived), Execution: exec, Remaining: remaining,
+			Flusher: f,
 		})
 	}
 }

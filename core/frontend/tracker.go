@@ -4,6 +4,7 @@ import (
 	"sync"
 
 	"github.com/mserve/mserve/core/engine"
+	"github.com/mserve/mserve/sdk/wire"
 )
 
 // Tracker keeps one client's unanswered calls, so that they can be
@@ -25,14 +26,18 @@ func NewTracker(eng *engine.Engine, owner engine.Replier) *Tracker {
 }
 
 // Submit tracks c and hands it to the engine.
-func (t *Tracker) Submit(c *engine.Call) {
+func (t *Tracker) Submit(c *engine.Call) { t.SubmitLater(c, nil) }
+
+// SubmitLater is Submit with the engine's deferred writes (see
+// engine.SubmitLater).
+func (t *Tracker) SubmitLater(c *engine.Call, f *wire.Flusher) {
 	if c.Reply != t.owner {
 		c.Reply = &forgetting{t: t, inner: c.Reply}
 	}
 	t.mu.Lock()
 	t.calls[c] = struct{}{}
 	t.mu.Unlock()
-	t.eng.Submit(c)
+	t.eng.SubmitLater(c, f)
 }
 
 // Forget stops tracking c; the owner's Answer calls it.

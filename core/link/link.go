@@ -17,6 +17,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/mserve/mserve/core/engine"
+	"github.com/mserve/mserve/sdk/decl"
 	"github.com/mserve/mserve/sdk/jsonrpc"
 	"github.com/mserve/mserve/sdk/wire"
 )
@@ -196,6 +197,21 @@ func (l *Link) greet(conn net.Conn, r *wire.Reader) (*wire.HelloResult, error) {
 	return hello, nil
 }
 
+// functionNames returns the names of the declared functions, or nil when
+// the servant declared none (a plain JSON-RPC server, sent anything).
+func functionNames(decls []string) []string {
+	if len(decls) == 0 {
+		return nil
+	}
+	names := make([]string, 0, len(decls))
+	for _, d := range decls {
+		if f, err := decl.Parse(d); err == nil {
+			names = append(names, f.Name)
+		}
+	}
+	return names
+}
+
 // serve runs one connection until it fails, then reports the loss.
 func (l *Link) serve(ctx context.Context, conn net.Conn, r *wire.Reader, hello *wire.HelloResult) {
 	l.mu.Lock()
@@ -203,7 +219,7 @@ func (l *Link) serve(ctx context.Context, conn net.Conn, r *wire.Reader, hello *
 	l.functions = hello.Functions
 	l.mu.Unlock()
 	l.log.Info("servant up", zap.Int("slots", hello.Slots), zap.Strings("tags", hello.Tags), zap.Int("functions", len(hello.Functions)))
-	l.servant.Up(hello.Slots, hello.Tags)
+	l.servant.Up(engine.Announce{Slots: hello.Slots, Tags: hello.Tags, Functions: functionNames(hello.Functions)})
 
 	stop := context.AfterFunc(ctx, func() { conn.Close() })
 	err := l.read(r)
@@ -228,11 +244,18 @@ func (l *Link) serve(ctx context.Context, conn net.Conn, r *wire.Reader, hello *
 	l.servant.Down(lost, err)
 }
 
-// read handles responses until the connection fails.
+// read handles responses until the connection fails. The writes a burst
+// of responses causes (answers to clients, next calls to this servant) go
+// out together when the burst is done.
 func (l *Link) read(r *wire.Reader) error {
 	var buf []byte
 	var resp jsonrpc.Response
+	var f wire.Flusher
+	defer f.Flush()
 	for {
+		if !r.HasFrame() {
+			f.Flush()
+		}
 		frame, err := r.ReadFrame(buf)
 		if err != nil {
 			return err
@@ -252,12 +275,12 @@ func (l *Link) read(r *wire.Reader) error {
 		if c == nil {
 			continue // the answer to a hello or ping, or a duplicate
 		}
-		l.servant.Done(c, &resp)
+		l.servant.Done(c, &resp, &f)
 	}
 }
 
 // Send implements engine.Transport.
-func (l *Link) Send(c *engine.Call) error {
+func (l *Link) Send(c *engine.Call, f *wire.Flusher) error {
 	l.mu.Lock()
 	if !l.up {
 		l.mu.Unlock()
@@ -283,7 +306,7 @@ func (l *Link) Send(c *engine.Call) error {
 	}
 	buf = append(buf, '}')
 	buf, err := wire.EndFrame(buf, start, 2*l.cfg.MaxFrame)
-	w.End(buf)
+	w.EndLater(buf, f)
 	if err != nil {
 		l.fail(id, &jsonrpc.Error{Code: jsonrpc.TooLarge, Message: "call too large for the servant link: " + err.Error()})
 	}
@@ -297,7 +320,7 @@ func (l *Link) fail(id uint64, e *jsonrpc.Error) {
 	delete(l.pending, id)
 	l.mu.Unlock()
 	if c != nil {
-		l.servant.Done(c, &jsonrpc.Response{Error: jsonrpc.AppendError(nil, e)})
+		l.servant.Done(c, &jsonrpc.Response{Error: jsonrpc.AppendError(nil, e)}, nil)
 	}
 }
 

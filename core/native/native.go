@@ -125,8 +125,16 @@ func (c *conn) serve() {
 	c.shutdown(err)
 }
 
+// read handles requests until the connection fails. The writes a burst of
+// requests causes (calls to servants, immediate answers) go out together
+// when the burst is done.
 func (c *conn) read(r *wire.Reader) error {
+	var f wire.Flusher
+	defer f.Flush()
 	for {
+		if !r.HasFrame() {
+			f.Flush()
+		}
 		frame, err := r.ReadFrame(nil)
 		if err != nil {
 			return err
@@ -145,10 +153,10 @@ func (c *conn) read(r *wire.Reader) error {
 		switch {
 		case call != nil:
 			call.Reply = c
-			c.Submit(call)
+			c.SubmitLater(call, &f)
 			continue
 		case resp != nil:
-			c.w.WriteFrame(resp)
+			c.w.EndLater(wire.AppendFrame(c.w.Begin(), resp), &f)
 		}
 		<-c.tokens
 	}
@@ -167,7 +175,7 @@ func (c *conn) Answer(call *engine.Call, a *engine.Answer) {
 			buf = jsonrpc.AppendErrorResponse(buf, call.ID, jsonrpc.Errorf(jsonrpc.TooLarge, "result too large: %v", err), nil)
 			buf, _ = wire.EndFrame(buf, start, 0)
 		}
-		c.w.End(buf)
+		c.w.EndLater(buf, a.Flusher)
 	}
 	<-c.tokens
 }

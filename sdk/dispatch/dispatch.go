@@ -29,20 +29,21 @@ type Call struct {
 // values and keeps them current; an algorithm reads them and must not
 // change them except through Plan.
 type Servant struct {
-	Name      string        // unique name, e.g. "s1" or "gpu@10.0.0.5:7001"
-	Addr      string        // host:port or URL mserve reaches it at
-	Host      string        // host part of Addr
-	Tags      []string      // labels from the launch configuration and the servant itself
-	Slots     int           // calls it runs at once
-	InFlight  int           // calls sent to it and not yet answered
-	Backlog   int           // calls assigned to it that wait in mserve for one of its slots
-	Used      bool          // it has been given a call since it (re)joined; LastRoute means nothing before
-	LastRoute string        // routing string of the last call given to it
-	LastUsed  time.Time     // when its last call finished; zero if none has
-	Healthy   bool          // connected and passing health checks
-	Draining  bool          // taking no new calls (maintenance)
-	Latency   time.Duration // moving average of execution time
-	Served    uint64        // calls it has answered
+	Name      string          // unique name, e.g. "s1" or "gpu@10.0.0.5:7001"
+	Addr      string          // host:port or URL mserve reaches it at
+	Host      string          // host part of Addr
+	Tags      []string        // labels from the launch configuration and the servant itself
+	Slots     int             // calls it runs at once
+	InFlight  int             // calls sent to it and not yet answered
+	Backlog   int             // calls assigned to it that wait in mserve for one of its slots
+	Used      bool            // it has been given a call since it (re)joined; LastRoute means nothing before
+	LastRoute string          // routing string of the last call given to it
+	LastUsed  time.Time       // when its last call finished; zero if none has
+	Functions map[string]bool // the functions it serves; nil means all
+	Healthy   bool            // connected and passing health checks
+	Draining  bool            // taking no new calls (maintenance)
+	Latency   time.Duration   // moving average of execution time
+	Served    uint64          // calls it has answered
 }
 
 // Free returns the number of free slots.
@@ -50,6 +51,9 @@ func (s *Servant) Free() int { return s.Slots - s.InFlight }
 
 // Available reports whether the servant may be given new calls.
 func (s *Servant) Available() bool { return s.Healthy && !s.Draining }
+
+// Serves reports whether the servant serves method.
+func (s *Servant) Serves(method string) bool { return s.Functions == nil || s.Functions[method] }
 
 // HasTag reports whether the servant carries tag t.
 func (s *Servant) HasTag(t string) bool { return slices.Contains(s.Tags, t) }
@@ -100,8 +104,8 @@ func (p *Plan) Reset(calls []*Call, servants []*Servant, now time.Time) {
 // Assign sends call (an index into the waiting calls) to servant (an index
 // into the servants). It reports false, and changes nothing, when either
 // index is out of range, the call was already assigned in this round, the
-// servant is not available, or it has neither a free slot nor room in its
-// backlog.
+// servant is not available or does not serve the call's method, or it has
+// neither a free slot nor room in its backlog.
 func (p *Plan) Assign(call, servant int) bool {
 	if call < 0 || call >= len(p.calls) || servant < 0 || servant >= len(p.servants) || p.assigned[call] {
 		p.rejected++
@@ -110,7 +114,7 @@ func (p *Plan) Assign(call, servant int) bool {
 	s := p.servants[servant]
 	backlog := false
 	switch {
-	case !s.Available():
+	case !s.Available() || !s.Serves(p.calls[call].Method):
 		p.rejected++
 		return false
 	case s.Free() > 0:
@@ -155,9 +159,9 @@ func (p *Plan) WakeAt(t time.Time) {
 // Wake returns the earliest time requested with WakeAt, or zero.
 func (p *Plan) Wake() time.Time { return p.wake }
 
-// CanTake reports whether servant could be given one more call now.
-func (p *Plan) CanTake(s *Servant) bool {
-	return s.Available() && (s.Free() > 0 || s.Backlog < p.MaxBacklog)
+// CanTake reports whether servant s could be given call c now.
+func (p *Plan) CanTake(s *Servant, c *Call) bool {
+	return s.Available() && s.Serves(c.Method) && (s.Free() > 0 || s.Backlog < p.MaxBacklog)
 }
 
 // Algorithm decides which waiting calls go to which servants.

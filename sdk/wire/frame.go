@@ -62,6 +62,22 @@ func (r *Reader) Limit() int { return r.limit }
 // positive, the next ReadFrame will not block on the network.
 func (r *Reader) Buffered() int { return r.r.Buffered() }
 
+// HasFrame reports whether a whole frame is already buffered, so that
+// ReadFrame will return without waiting for the network. A reader working
+// through a burst of frames flushes its deferred output when this turns
+// false.
+func (r *Reader) HasFrame() bool {
+	n := r.r.Buffered()
+	if n < HeaderSize {
+		return false
+	}
+	hdr, err := r.r.Peek(HeaderSize)
+	if err != nil {
+		return false
+	}
+	return n-HeaderSize >= int(binary.BigEndian.Uint32(hdr))
+}
+
 // ReadFrame reads the next frame and appends its body to dst[:0], returning
 // the extended slice. It returns io.EOF at a clean end of stream,
 // ErrTruncated when the stream ends inside a frame, *FrameTooLargeError when
@@ -104,8 +120,8 @@ func looksUnframed(h [HeaderSize]byte) bool {
 	if h[0] == '{' || h[0] == '[' {
 		return true
 	}
-	for _, c := range h {
-		if c < 'A' || c > 'Z' {
+	for i, c := range h {
+		if (c < 'A' || c > 'Z') && (i == 0 || c != ' ') { // "GET " and "PUT " end in a space
 			return false
 		}
 	}
