@@ -3,6 +3,7 @@ module github.com/mserve/mserve
 go 1.26
 
 require (
+	github.com/expr-lang/expr v1.17.8 // indirect
 	go.uber.org/multierr v1.10.0 // indirect
 	go.uber.org/zap v1.28.0 // indirect
 )

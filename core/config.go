@@ -26,6 +26,10 @@ type Config struct {
 
 	Servants []ServantSpec // servants already running, here or on other hosts
 
+	Allow         string // allowlist file; "" means the servants' own declarations are the allowlist
+	ServantSecret string // secret servants require in mserve's hello; "" gives local servants a fresh random one per launch and remote ones none
+	Version       string // mserve's version, reported by rpc.hello and rpc.discover
+
 	Timeout     time.Duration // default per-call deadline (default 60s; negative: none)
 	MaxQueue    int           // calls waiting before new ones are refused as overloaded
 	MaxFrame    int           // largest native frame, both directions

@@ -5,6 +5,8 @@ package core
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
@@ -16,19 +18,24 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/mserve/mserve/core/algo"
+	"github.com/mserve/mserve/core/allow"
 	"github.com/mserve/mserve/core/engine"
+	"github.com/mserve/mserve/core/frontend"
 	"github.com/mserve/mserve/core/httpfront"
 	"github.com/mserve/mserve/core/link"
 	"github.com/mserve/mserve/core/native"
 	"github.com/mserve/mserve/core/route"
 	"github.com/mserve/mserve/core/supervise"
+	"github.com/mserve/mserve/core/watch"
 )
 
 // Balancer is a running (or ready to run) mserve.
 type Balancer struct {
-	cfg Config
-	log *zap.Logger
-	eng *engine.Engine
+	cfg   Config
+	log   *zap.Logger
+	eng   *engine.Engine
+	gate  *allow.Gate
+	front *frontend.Front
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -96,7 +103,34 @@ func New(cfg Config, log *zap.Logger) (*Balancer, error) {
 	eng := engine.New(engine.Config{
 		Algorithm: a, Router: r.Value, Timeout: cfg.Timeout, MaxQueue: cfg.MaxQueue, Log: log,
 	})
-	return &Balancer{cfg: cfg, log: log, eng: eng}, nil
+	servantNames := make([]string, 0, len(names))
+	for n := range names {
+		servantNames = append(servantNames, n)
+	}
+	gate, err := allow.NewGate(cfg.Allow, servantNames, log)
+	if err != nil {
+		return nil, fmt.Errorf("allowlist: %w", err)
+	}
+	b := &Balancer{cfg: cfg, log: log, eng: eng, gate: gate}
+	b.front = &frontend.Front{Engine: eng, Gate: gate, Version: cfg.Version}
+	return b, nil
+}
+
+// Gate returns the balancer's allowlist gate.
+func (b *Balancer) Gate() *allow.Gate { return b.gate }
+
+// Reload re-reads the allowlist file. On error the one in force stays, and
+// the error (with its line number) is logged and returned.
+func (b *Balancer) Reload() error {
+	if b.gate.Path() == "" {
+		return nil
+	}
+	if err := b.gate.Reload(); err != nil {
+		b.log.Error("allowlist not reloaded; keeping the one in force", zap.Error(err))
+		return err
+	}
+	b.log.Info("allowlist reloaded", zap.String("allowlist", b.gate.String()))
+	return nil
 }
 
 func spawnName(i int) string { return "s" + strconv.Itoa(i+1) }
@@ -141,6 +175,17 @@ func (b *Balancer) Start() error {
 		}
 	}
 	b.ctx, b.cancel = context.WithCancel(context.Background())
+	localSecret := b.cfg.ServantSecret
+	if localSecret == "" {
+		localSecret = randomSecret()
+	}
+	if b.gate.Path() != "" {
+		b.wg.Add(1)
+		go func() {
+			defer b.wg.Done()
+			watch.Paths(b.ctx, []string{b.gate.Path()}, "", 0, func() { b.Reload() })
+		}()
+	}
 
 	for i := range b.cfg.Spawn {
 		addr, err := supervise.FreeAddr()
@@ -149,18 +194,19 @@ func (b *Balancer) Start() error {
 			return fmt.Errorf("finding a port for servant %s: %w", spawnName(i), err)
 		}
 		name := spawnName(i)
-		l := b.addLink(engine.ServantSpec{Name: name, Addr: addr, Slots: b.cfg.SpawnSlots, Tags: b.cfg.SpawnTags})
+		l := b.addLink(engine.ServantSpec{Name: name, Addr: addr, Slots: b.cfg.SpawnSlots, Tags: b.cfg.SpawnTags}, localSecret)
 		b.procs = append(b.procs, supervise.Start(supervise.Config{
 			Name: name, Command: b.cfg.Command[0], Args: b.cfg.Command[1:], Addr: addr,
+			Env: []string{supervise.EnvSecret + "=" + localSecret},
 			Log: b.log, OnStart: l.Kick,
 		}))
 	}
 	for _, s := range b.cfg.Servants {
-		b.addLink(engine.ServantSpec{Name: s.Name, Addr: s.Addr, Slots: s.Slots, Tags: s.Tags})
+		b.addLink(engine.ServantSpec{Name: s.Name, Addr: s.Addr, Slots: s.Slots, Tags: s.Tags}, b.cfg.ServantSecret)
 	}
 
 	if b.nativeLn != nil {
-		b.native = native.New(native.Config{MaxFrame: b.cfg.MaxFrame, MaxInFlight: b.cfg.MaxInFlight, Log: b.log}, b.eng)
+		b.native = native.New(native.Config{MaxFrame: b.cfg.MaxFrame, MaxInFlight: b.cfg.MaxInFlight, Log: b.log}, b.front)
 		b.wg.Add(1)
 		go func() {
 			defer b.wg.Done()
@@ -171,7 +217,7 @@ func (b *Balancer) Start() error {
 	}
 	if b.httpLn != nil {
 		b.http = &http.Server{
-			Handler:           httpfront.New(b.eng, b.cfg.MaxBody),
+			Handler:           httpfront.New(b.front, b.cfg.MaxBody),
 			ReadHeaderTimeout: 10 * time.Second,
 			IdleTimeout:       5 * time.Minute,
 			MaxHeaderBytes:    64 << 10,
@@ -186,14 +232,24 @@ func (b *Balancer) Start() error {
 		}()
 	}
 	b.log.Info("mserve started",
-		zap.String("native", b.NativeAddr()), zap.String("http", b.HTTPAddr()),
+		zap.String("native", b.NativeAddr()), zap.String("http", b.HTTPAddr()), zap.Stringer("allowlist", b.gate),
 		zap.String("algo", b.cfg.Algorithm), zap.String("routing", b.cfg.Routing),
 		zap.Int("spawned", b.cfg.Spawn), zap.Int("remote", len(b.cfg.Servants)))
 	return nil
 }
 
-func (b *Balancer) addLink(spec engine.ServantSpec) *link.Link {
-	l := link.New(link.Config{Name: spec.Name, Addr: spec.Addr, MaxFrame: b.cfg.MaxFrame, Log: b.log})
+// randomSecret returns 32 random bytes in hex: the secret local servants
+// of this launch require.
+func randomSecret() string {
+	var b [32]byte
+	rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+func (b *Balancer) addLink(spec engine.ServantSpec, secret string) *link.Link {
+	name := spec.Name
+	l := link.New(link.Config{Name: spec.Name, Addr: spec.Addr, Secret: secret, MaxFrame: b.cfg.MaxFrame, Log: b.log,
+		OnHello: func(functions []string) { b.gate.Announce(name, functions) }})
 	l.Attach(b.eng.AddServant(spec, l))
 	b.links = append(b.links, l)
 	b.wg.Add(1)

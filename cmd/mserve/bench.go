@@ -31,6 +31,7 @@ Flags (each also settable by the environment variable shown):
 type benchTarget struct {
 	name string
 	addr string
+	opts []client.Option
 	res  loadgen.Result
 }
 
@@ -46,6 +47,9 @@ func benchMain(args []string) int {
 	rounds := fs.Int("rounds", 1, "rounds per target, alternating targets to even out machine noise")
 	timeout := fs.Duration("timeout", 10*time.Second, "per-call deadline")
 	quiet := fs.Bool("q", false, "no progress line")
+	user := fs.String("user", "", "allowlist user to call mserve as (with -secret)")
+	secret := fs.String("secret", "", "the user's secret for mserve")
+	directSecret := fs.String("direct-secret", "", "the servant's secret, for -direct to a servant that requires one")
 	fs.Usage = usageFor(fs, benchUsage)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -64,9 +68,9 @@ func benchMain(args []string) int {
 	method, params := fs.Arg(0), argsToParams(fs.Args()[1:])
 	var targets []*benchTarget
 	if *direct != "" {
-		targets = append(targets, &benchTarget{name: "direct", addr: *direct})
+		targets = append(targets, &benchTarget{name: "direct", addr: *direct, opts: []client.Option{client.Credentials("", *directSecret)}})
 	}
-	targets = append(targets, &benchTarget{name: "mserve", addr: *addr})
+	targets = append(targets, &benchTarget{name: "mserve", addr: *addr, opts: []client.Option{client.Credentials(*user, *secret)}})
 
 	cfg := loadgen.Config{Concurrency: *conc, Duration: *dur / time.Duration(*rounds), Calls: *n, Warmup: *warmup}
 	fmt.Printf("bench %s%s: c=%d conns=%d rounds=%d %s per target\n", method, paramsNote(params), *conc, *conns, *rounds, amount(*n, *dur))
@@ -107,7 +111,7 @@ func benchOnce(t *benchTarget, cfg loadgen.Config, conns int, timeout time.Durat
 	ctx := context.Background()
 	clients := make([]*client.Client, conns)
 	for i := range clients {
-		c, err := client.Dial(ctx, t.addr)
+		c, err := client.Dial(ctx, t.addr, t.opts...)
 		if err != nil {
 			return loadgen.Result{}, err
 		}

@@ -42,6 +42,8 @@ func callMain(args []string) int {
 	timeout := fs.Duration("timeout", 30*time.Second, "how long to wait for the answer")
 	wait := fs.Duration("wait", 0, "keep retrying the connection this long while mserve is starting")
 	raw := fs.Bool("json", false, "print the raw JSON-RPC response instead")
+	user := fs.String("user", "", "allowlist user to call as (with -secret)")
+	secret := fs.String("secret", "", "the user's secret; without -user, a bearer token")
 	fs.Usage = usageFor(fs, callUsage)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -65,9 +67,9 @@ func callMain(args []string) int {
 	var resp *client.Response
 	var err error
 	if *url != "" {
-		resp, err = callHTTP(ctx, *url, method, params, *wait, *raw)
+		resp, err = callHTTP(ctx, *url, method, params, *wait, *raw, *user, *secret)
 	} else {
-		resp, err = callNative(ctx, *addr, method, params, *wait, *timeout, *raw)
+		resp, err = callNative(ctx, *addr, method, params, *wait, *timeout, *raw, *user, *secret)
 	}
 	if *raw {
 		if err != nil && resp == nil {
@@ -130,8 +132,8 @@ func looksLikeJSON(s string) bool {
 	return s == "true" || s == "false" || s == "null"
 }
 
-func callNative(ctx context.Context, addr, method string, params []byte, wait, timeout time.Duration, raw bool) (*client.Response, error) {
-	c, err := dialRetry(ctx, addr, wait)
+func callNative(ctx context.Context, addr, method string, params []byte, wait, timeout time.Duration, raw bool, user, secret string) (*client.Response, error) {
+	c, err := dialRetry(ctx, addr, wait, client.Credentials(user, secret))
 	if err != nil {
 		return nil, err
 	}
@@ -146,10 +148,10 @@ func callNative(ctx context.Context, addr, method string, params []byte, wait, t
 }
 
 // dialRetry dials addr, retrying refused connections for up to wait.
-func dialRetry(ctx context.Context, addr string, wait time.Duration) (*client.Client, error) {
+func dialRetry(ctx context.Context, addr string, wait time.Duration, opts ...client.Option) (*client.Client, error) {
 	deadline := time.Now().Add(wait)
 	for {
-		c, err := client.Dial(ctx, addr)
+		c, err := client.Dial(ctx, addr, opts...)
 		if err == nil {
 			return c, nil
 		}
@@ -179,7 +181,7 @@ func printRaw(resp *client.Response, err error) {
 	fmt.Println(string(b))
 }
 
-func callHTTP(ctx context.Context, url, method string, params []byte, wait time.Duration, raw bool) (*client.Response, error) {
+func callHTTP(ctx context.Context, url, method string, params []byte, wait time.Duration, raw bool, user, secret string) (*client.Response, error) {
 	body := jsonrpc.AppendRequest(nil, []byte("1"), method, params)
 	deadline := time.Now().Add(wait)
 	var hr *http.Response
@@ -189,6 +191,12 @@ func callHTTP(ctx context.Context, url, method string, params []byte, wait time.
 			return nil, err
 		}
 		req.Header.Set("Content-Type", "application/json")
+		switch {
+		case secret != "" && user != "":
+			req.SetBasicAuth(user, secret)
+		case secret != "":
+			req.Header.Set("Authorization", "Bearer "+secret)
+		}
 		hr, err = http.DefaultClient.Do(req)
 		if err == nil {
 			break

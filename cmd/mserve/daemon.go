@@ -55,6 +55,8 @@ func newDaemonFlags() (*flag.FlagSet, *daemonFlags) {
 	fs.StringVar(&c.HTTPAddr, "http", "127.0.0.1:5000", "JSON-RPC over HTTP listen address; empty disables it")
 	fs.StringVar(&c.NativeAddr, "listen", "127.0.0.1:5001", "native (framed TCP) listen address; empty disables it")
 	fs.StringVar(&d.servants, "servants", "", "servants already running: [name@]host:port[?slots=N&tag=T],...")
+	fs.StringVar(&c.Allow, "allow", "", "allowlist file: the functions that may be called, their arguments, users (see docs/allowlist.md); re-read on SIGHUP and on change")
+	fs.StringVar(&c.ServantSecret, "servant-secret", "", "secret servants require in mserve's hello; empty gives local servants a fresh one per launch and remote servants none")
 	fs.StringVar(&c.Algorithm, "algo", algo.Default, "dispatch algorithm: orig, even, match or least")
 	fs.StringVar(&c.Routing, "routing", route.Default, "routing function: first (the first argument), method or none")
 	fs.DurationVar(&c.RouteExpire, "route-expire", algo.DefaultRouteExpire, "match: how long an idle servant keeps its claim on its last routing string")
@@ -110,6 +112,7 @@ func daemonMain(args []string) int {
 	}
 	defer log.Sync()
 
+	d.cfg.Version = version
 	b, err := core.New(d.cfg, log)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "mserve:", err)
@@ -127,6 +130,13 @@ func daemonMain(args []string) int {
 			}
 		}()
 	}
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	go func() {
+		for range hup {
+			b.Reload()
+		}
+	}()
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
 	s := <-sig

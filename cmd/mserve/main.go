@@ -4,6 +4,9 @@
 //	mserve [flags] -servants host:port,…   balance over servants already running
 //	mserve call [flags] METHOD [ARGS...]   make one call and print its result and info
 //	mserve bench [flags] METHOD [ARGS...]  closed-loop load generator
+//	mserve check ALLOWLIST                 validate an allowlist file
+//	mserve new-secret                      make a random secret and its hash for the allowlist
+//	mserve hash-secret [SECRET]            hash a secret for the allowlist
 //
 // Every flag can also be set by an environment variable named after it
 // (-route-expire → MSERVE_ROUTE_EXPIRE); flags win.
@@ -32,6 +35,12 @@ func run(args []string) int {
 			return callMain(args[1:])
 		case "bench":
 			return benchMain(args[1:])
+		case "check":
+			return checkMain(args[1:])
+		case "hash-secret":
+			return hashSecretMain(args[1:])
+		case "new-secret":
+			return newSecretMain(args[1:])
 		case "version", "-version", "--version":
 			fmt.Println("mserve", version)
 			return exitOK

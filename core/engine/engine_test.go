@@ -110,7 +110,9 @@ func newEngine(t *testing.T, algoName string, cfg Config) *Engine {
 // firstArg routes by the raw params, enough for these tests.
 type firstArg struct{}
 
-func (firstArg) Route(c *dispatch.Call) (string, error) { return strings.Trim(string(c.Params), `[]"`), nil }
+func (firstArg) Route(c *dispatch.Call) (string, error) {
+	return strings.Trim(string(c.Params), `[]"`), nil
+}
 
 func call(r Replier, method, params string) *Call {
 	c := &Call{ID: []byte("7"), Reply: r}

@@ -1,6 +1,7 @@
 // Package frontend holds what mserve's front ends (native framed TCP and
 // JSON-RPC over HTTP) share: turning a JSON-RPC request into an engine call,
-// per-call options, control methods, and collecting a batch's answers.
+// per-call options, the allowlist gate, control methods, and collecting a
+// batch's answers.
 package frontend
 
 import (
@@ -11,7 +12,6 @@ import (
 
 	"github.com/mserve/mserve/core/engine"
 	"github.com/mserve/mserve/sdk/jsonrpc"
-	"github.com/mserve/mserve/sdk/wire"
 )
 
 // MaxTimeout bounds the per-call timeout a client may ask for.
@@ -60,35 +60,6 @@ func applyOptions(c *engine.Call, raw []byte) *jsonrpc.Error {
 		return jsonrpc.Errorf(jsonrpc.InvalidRequest, "invalid request: options: %v", err)
 	}
 	return bad
-}
-
-// IsControl reports whether method is one of the "rpc." methods mserve
-// answers itself rather than forwarding.
-func IsControl(method string) bool { return len(method) > 4 && method[:4] == "rpc." }
-
-// Control answers a control method. It returns the raw result, or an error
-// for an unknown method. cancel is called for rpc.cancel with the raw id to
-// cancel.
-func Control(req *jsonrpc.Request, cancel func(id []byte) bool) ([]byte, *jsonrpc.Error) {
-	switch req.Method {
-	case wire.MethodPing:
-		return []byte(`"pong"`), nil
-	case wire.MethodHello:
-		return []byte(`{"protocol":` + strconv.Itoa(wire.ProtocolVersion) + `,"server":"mserve"}`), nil
-	case wire.MethodCancel:
-		var id []byte
-		if req.Params != nil && req.Params[0] == '[' {
-			jsonrpc.Elements(req.Params, func(v []byte) bool { id = v; return false })
-		}
-		if id == nil {
-			return nil, jsonrpc.Errorf(jsonrpc.InvalidParams, "invalid params: rpc.cancel takes [id], the id of the call to cancel")
-		}
-		if cancel == nil || !cancel(id) {
-			return []byte("false"), nil
-		}
-		return []byte("true"), nil
-	}
-	return nil, jsonrpc.Errorf(jsonrpc.MethodNotFound, "method not found: %q is not a control method mserve knows", req.Method)
 }
 
 // SameID reports whether two raw ids are the same JSON value as written.
@@ -167,76 +138,4 @@ func (b *Batch) settle(i int, resp []byte, reply bool) {
 		out = append(out, ']')
 	}
 	b.done(out)
-}
-
-// MaxBatch is the most requests one batch may hold.
-const MaxBatch = 1000
-
-// Prepare parses one request body. It returns either a call to submit, or
-// the complete response to send (errors and control methods), or neither
-// (a notification that needs no answer). cancel serves rpc.cancel.
-func Prepare(body []byte, cancel func(id []byte) bool) (*engine.Call, []byte) {
-	var req jsonrpc.Request
-	if e := jsonrpc.ParseRequest(body, &req); e != nil {
-		return nil, jsonrpc.AppendErrorResponse(nil, req.ID, e, nil)
-	}
-	if IsControl(req.Method) {
-		res, e := Control(&req, cancel)
-		switch {
-		case req.ID == nil:
-			return nil, nil
-		case e != nil:
-			return nil, jsonrpc.AppendErrorResponse(nil, req.ID, e, nil)
-		}
-		return nil, jsonrpc.AppendResponse(nil, req.ID, res, nil, nil)
-	}
-	c, e := NewCall(&req)
-	if e != nil {
-		if req.ID == nil {
-			return nil, nil
-		}
-		return nil, jsonrpc.AppendErrorResponse(nil, req.ID, e, nil)
-	}
-	return c, nil
-}
-
-// Session is one client's context for a batch: how its calls are
-// submitted (tracked and handed to the engine) and cancelled.
-type Session interface {
-	Submit(c *engine.Call)
-	Cancel(id []byte) bool
-}
-
-// ServeBatch handles the batch body and calls done once with the complete
-// response: the array of responses, a single error object when the batch
-// itself is malformed or empty, or nil when every request was a
-// notification.
-func ServeBatch(body []byte, sess Session, done func(resp []byte)) {
-	var elems [][]byte
-	if e := jsonrpc.SplitBatch(body, func(el []byte) { elems = append(elems, el) }); e != nil {
-		done(jsonrpc.AppendErrorResponse(nil, nil, e, nil))
-		return
-	}
-	switch {
-	case len(elems) == 0:
-		done(jsonrpc.AppendErrorResponse(nil, nil, jsonrpc.Errorf(jsonrpc.InvalidRequest, "invalid request: empty batch"), nil))
-		return
-	case len(elems) > MaxBatch:
-		done(jsonrpc.AppendErrorResponse(nil, nil, jsonrpc.Errorf(jsonrpc.InvalidRequest,
-			"invalid request: batch of %d requests exceeds the limit of %d", len(elems), MaxBatch), nil))
-		return
-	}
-	b := NewBatch(len(elems), done)
-	for i, el := range elems {
-		c, resp := Prepare(el, sess.Cancel)
-		switch {
-		case c != nil:
-			c.Reply = b.Replier(i)
-			sess.Submit(c)
-		case resp != nil:
-			b.Respond(i, resp)
-		default:
-			b.Skip(i)
-		}
-	}
 }

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"strings"
 
 	"github.com/mserve/mserve/core/engine"
 	"github.com/mserve/mserve/core/frontend"
@@ -18,17 +19,17 @@ const DefaultMaxBody = 4 << 20
 
 // Handler serves JSON-RPC over HTTP.
 type Handler struct {
-	eng     *engine.Engine
+	front   *frontend.Front
 	maxBody int64
 }
 
-// New returns a handler feeding eng that refuses bodies over maxBody bytes
-// (DefaultMaxBody when maxBody <= 0).
-func New(eng *engine.Engine, maxBody int) *Handler {
+// New returns a handler feeding front that refuses bodies over maxBody
+// bytes (DefaultMaxBody when maxBody <= 0).
+func New(front *frontend.Front, maxBody int) *Handler {
 	if maxBody <= 0 {
 		maxBody = DefaultMaxBody
 	}
-	return &Handler{eng: eng, maxBody: int64(maxBody)}
+	return &Handler{front: front, maxBody: int64(maxBody)}
 }
 
 // ServeHTTP implements http.Handler. The body is read as JSON whatever its
@@ -53,16 +54,22 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		return // the client went away mid-body
 	}
+	user, authErr := h.authenticate(r)
+	if authErr != nil {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="mserve", Basic realm="mserve"`)
+		writeError(w, http.StatusUnauthorized, authErr)
+		return
+	}
 	x := &exchange{done: make(chan []byte, 1)}
-	x.Tracker = frontend.NewTracker(h.eng, x)
+	x.client = &frontend.Client{Tracker: frontend.NewTracker(h.front.Engine, x), User: user, Source: r.RemoteAddr}
 	if jsonrpc.IsBatch(body) {
-		frontend.ServeBatch(body, x, func(resp []byte) { x.done <- resp })
+		h.front.ServeBatch(body, x.client, func(resp []byte) { x.done <- resp })
 	} else {
-		call, resp := frontend.Prepare(body, x.Cancel)
+		call, resp := h.front.Prepare(body, x.client)
 		switch {
 		case call != nil:
 			call.Reply = x
-			x.Submit(call)
+			x.client.Submit(call)
 		default:
 			x.done <- resp
 		}
@@ -71,7 +78,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	select {
 	case resp = <-x.done:
 	case <-r.Context().Done(): // the client went away: drop what it waits for
-		x.CancelAll("the client disconnected")
+		x.client.CancelAll("the client disconnected")
 		return
 	}
 	if resp == nil {
@@ -88,15 +95,34 @@ func writeError(w http.ResponseWriter, status int, e *jsonrpc.Error) {
 	w.Write(jsonrpc.AppendErrorResponse(nil, nil, e, nil))
 }
 
+// authenticate reads the Authorization header: none means anonymous;
+// "Bearer TOKEN" or "Basic user:secret" must name a user of the allowlist.
+func (h *Handler) authenticate(r *http.Request) (string, *jsonrpc.Error) {
+	auth := r.Header.Get("Authorization")
+	if auth == "" {
+		return "", nil
+	}
+	if h.front.Gate == nil {
+		return "", jsonrpc.Errorf(jsonrpc.Unauthorized, "unauthorized: this mserve has no users; call without credentials")
+	}
+	if token, ok := strings.CutPrefix(auth, "Bearer "); ok {
+		return h.front.Gate.Authenticate("", strings.TrimSpace(token), r.RemoteAddr)
+	}
+	if user, secret, ok := r.BasicAuth(); ok {
+		return h.front.Gate.Authenticate(user, secret, r.RemoteAddr)
+	}
+	return "", jsonrpc.Errorf(jsonrpc.Unauthorized, "unauthorized: the Authorization header must be Bearer TOKEN or Basic user:secret")
+}
+
 // exchange is one HTTP request: its calls and where their answer goes.
 type exchange struct {
-	*frontend.Tracker
-	done chan []byte
+	client *frontend.Client
+	done   chan []byte
 }
 
 // Answer implements engine.Replier for a single (non-batch) call.
 func (x *exchange) Answer(c *engine.Call, a *engine.Answer) {
-	x.Forget(c)
+	x.client.Forget(c)
 	if c.ID == nil {
 		x.done <- nil
 		return

@@ -33,6 +33,10 @@ type Config struct {
 	MinBackoff  time.Duration // first wait between dial attempts; 0 means 10ms
 	MaxBackoff  time.Duration // longest wait; 0 means 2s
 	Log         *zap.Logger
+	// OnHello, when set, receives the declarations the servant announced
+	// on each connection (nil when it declared nothing), before the servant
+	// takes calls.
+	OnHello func(functions []string)
 }
 
 // ErrDown is returned by Send while the link has no connection.
@@ -219,6 +223,9 @@ func (l *Link) serve(ctx context.Context, conn net.Conn, r *wire.Reader, hello *
 	l.functions = hello.Functions
 	l.mu.Unlock()
 	l.log.Info("servant up", zap.Int("slots", hello.Slots), zap.Strings("tags", hello.Tags), zap.Int("functions", len(hello.Functions)))
+	if l.cfg.OnHello != nil {
+		l.cfg.OnHello(hello.Functions)
+	}
 	l.servant.Up(engine.Announce{Slots: hello.Slots, Tags: hello.Tags, Functions: functionNames(hello.Functions)})
 
 	stop := context.AfterFunc(ctx, func() { conn.Close() })

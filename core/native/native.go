@@ -28,9 +28,9 @@ type Config struct {
 
 // Server accepts native connections and feeds their calls to an engine.
 type Server struct {
-	cfg Config
-	eng *engine.Engine
-	log *zap.Logger
+	cfg   Config
+	front *frontend.Front
+	log   *zap.Logger
 
 	mu    sync.Mutex
 	lns   []net.Listener
@@ -38,8 +38,8 @@ type Server struct {
 	wg    sync.WaitGroup
 }
 
-// New returns a server feeding eng.
-func New(cfg Config, eng *engine.Engine) *Server {
+// New returns a server feeding front.
+func New(cfg Config, front *frontend.Front) *Server {
 	if cfg.MaxFrame <= 0 {
 		cfg.MaxFrame = wire.DefaultMaxFrame
 	}
@@ -50,7 +50,7 @@ func New(cfg Config, eng *engine.Engine) *Server {
 	if log == nil {
 		log = zap.NewNop()
 	}
-	return &Server{cfg: cfg, eng: eng, log: log, conns: map[*conn]struct{}{}}
+	return &Server{cfg: cfg, front: front, log: log, conns: map[*conn]struct{}{}}
 }
 
 // Serve accepts connections on ln until it is closed.
@@ -71,7 +71,7 @@ func (s *Server) Serve(ln net.Listener) error {
 			return err
 		}
 		c := &conn{s: s, nc: nc, w: wire.NewWriter(nc, 0), tokens: make(chan struct{}, s.cfg.MaxInFlight)}
-		c.Tracker = frontend.NewTracker(s.eng, c)
+		c.client = &frontend.Client{Tracker: frontend.NewTracker(s.front.Engine, c), Source: nc.RemoteAddr().String(), Stateful: true}
 		s.mu.Lock()
 		s.conns[c] = struct{}{}
 		s.wg.Add(1)
@@ -111,7 +111,7 @@ func (s *Server) Close() {
 
 // conn is one client connection.
 type conn struct {
-	*frontend.Tracker
+	client *frontend.Client
 	s      *Server
 	nc     net.Conn
 	w      *wire.Writer
@@ -141,7 +141,7 @@ func (c *conn) read(r *wire.Reader) error {
 		}
 		c.tokens <- struct{}{} // blocks while the connection has its maximum of calls unanswered
 		if jsonrpc.IsBatch(frame) {
-			frontend.ServeBatch(frame, c, func(resp []byte) {
+			c.s.front.ServeBatch(frame, c.client, func(resp []byte) {
 				if resp != nil {
 					c.w.WriteFrame(resp)
 				}
@@ -149,23 +149,26 @@ func (c *conn) read(r *wire.Reader) error {
 			})
 			continue
 		}
-		call, resp := frontend.Prepare(frame, c.Cancel)
+		call, resp := c.s.front.Prepare(frame, c.client)
 		switch {
 		case call != nil:
 			call.Reply = c
-			c.SubmitLater(call, &f)
+			c.client.SubmitLater(call, &f)
 			continue
 		case resp != nil:
 			c.w.EndLater(wire.AppendFrame(c.w.Begin(), resp), &f)
 		}
 		<-c.tokens
+		if c.client.Close {
+			return errAuthFailed
+		}
 	}
 }
 
 // Answer implements engine.Replier: the response is composed straight into
 // the connection's pending output.
 func (c *conn) Answer(call *engine.Call, a *engine.Answer) {
-	c.Forget(call)
+	c.client.Forget(call)
 	if call.ID != nil {
 		buf, start := wire.BeginFrame(c.w.Begin())
 		buf = engine.AppendResponse(buf, call, a)
@@ -190,19 +193,22 @@ func (c *conn) shutdown(err error) {
 		c.w.WriteFrame(jsonrpc.AppendErrorResponse(nil, nil, jsonrpc.Errorf(jsonrpc.TooLarge, "%v; closing the connection", err), nil))
 	case errors.Is(err, wire.ErrNotFramed): // the peer could not read a frame: answer in plain text
 		c.w.End(append(c.w.Begin(), notFramedReply...))
-	case err == nil || errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed):
+	case err == nil || errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) || err == errAuthFailed:
 	default:
 		if ce := c.s.log.Check(zap.DebugLevel, "client connection ended"); ce != nil {
 			ce.Write(zap.Stringer("remote", c.nc.RemoteAddr()), zap.Error(err))
 		}
 	}
-	c.CancelAll("the client disconnected")
+	c.client.CancelAll("the client disconnected")
 	c.nc.SetWriteDeadline(time.Now().Add(closeFlushWait))
 	c.w.Close()
 	c.s.mu.Lock()
 	delete(c.s.conns, c)
 	c.s.mu.Unlock()
 }
+
+// errAuthFailed ends a connection whose rpc.hello failed to authenticate.
+var errAuthFailed = errors.New("authentication failed")
 
 // closeFlushWait bounds how long a closing connection may take to flush
 // what is pending to a client that does not read.

@@ -22,9 +22,10 @@ import (
 
 // Environment variables a spawned servant receives.
 const (
-	EnvAddr = "MSERVE_SERVANT_ADDR" // host:port to listen on
-	EnvPort = "MSERVE_SERVANT_PORT" // the port alone
-	EnvName = "MSERVE_SERVANT_NAME" // the name mserve knows it by
+	EnvAddr   = "MSERVE_SERVANT_ADDR"   // host:port to listen on
+	EnvPort   = "MSERVE_SERVANT_PORT"   // the port alone
+	EnvName   = "MSERVE_SERVANT_NAME"   // the name mserve knows it by
+	EnvSecret = "MSERVE_SERVANT_SECRET" // the secret mserve presents in its hello; the servant refuses anyone else
 )
 
 // Config describes one supervised servant.

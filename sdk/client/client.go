@@ -51,10 +51,20 @@ type result struct {
 // Option configures Dial.
 type Option func(*options)
 
-type options struct{ maxFrame int }
+type options struct {
+	maxFrame     int
+	user, secret string
+}
 
 // MaxFrame sets the largest frame accepted from the server.
 func MaxFrame(n int) Option { return func(o *options) { o.maxFrame = n } }
+
+// Credentials makes Dial authenticate the connection with rpc.hello: as a
+// user of mserve's allowlist (user and secret), or, talking to a servant
+// directly, with the servant's secret alone (user "").
+func Credentials(user, secret string) Option {
+	return func(o *options) { o.user, o.secret = user, secret }
+}
 
 // Dial connects to addr.
 func Dial(ctx context.Context, addr string, opts ...Option) (*Client, error) {
@@ -67,7 +77,26 @@ func Dial(ctx context.Context, addr string, opts ...Option) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	return New(nc, o.maxFrame), nil
+	c := New(nc, o.maxFrame)
+	if o.secret != "" {
+		if _, err := c.Hello(ctx, o.user, o.secret); err != nil {
+			c.Close()
+			return nil, err
+		}
+	}
+	return c, nil
+}
+
+// Hello sends rpc.hello with credentials and returns the server's answer.
+// A wrong secret is a *jsonrpc.Error with code jsonrpc.Unauthorized, and
+// the server closes the connection.
+func (c *Client) Hello(ctx context.Context, user, secret string) (json.RawMessage, error) {
+	params, _ := json.Marshal(map[string]string{"user": user, "secret": secret})
+	resp, err := c.CallRaw(ctx, wire.MethodHello, params)
+	if err != nil {
+		return nil, err
+	}
+	return resp.Result, nil
 }
 
 // New wraps an established connection.

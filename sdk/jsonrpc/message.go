@@ -47,6 +47,10 @@ func keyIs(key []byte, want string) bool {
 	return err == nil && s == want
 }
 
+// isString reports whether the raw JSON value v is a string equal to want,
+// escapes decoded ("2\u002e0" is "2.0").
+func isString(v []byte, want string) bool { return v[0] == '"' && keyIs(v, want) }
+
 func firstByte(b []byte) byte {
 	if i := skipSpace(b, 0); i < len(b) {
 		return b[i]
@@ -75,9 +79,11 @@ func ParseRequest(b []byte, r *Request) *Error {
 		seen            uint8
 	)
 	note := func(bit uint8, name string) bool {
-		if seen&bit != 0 {
+		// Keep scanning after a duplicate: the rest of b must still be
+		// validated (a broken body is a ParseError) and an id found later
+		// must still be reported.
+		if seen&bit != 0 && problem == "" {
 			problem = fmt.Sprintf("duplicate member %q", name)
-			return false
 		}
 		seen |= bit
 		return true
@@ -122,7 +128,7 @@ func checkRequest(r *Request, version, method []byte) string {
 	switch {
 	case version == nil:
 		return `missing "jsonrpc": "2.0"`
-	case string(version) != `"2.0"`:
+	case !isString(version, "2.0"):
 		return fmt.Sprintf(`"jsonrpc" must be "2.0", got %s`, clip(version))
 	case method == nil:
 		return `missing "method"`
@@ -161,9 +167,9 @@ func clip(b []byte) string {
 }
 
 func parseError(b []byte) *Error {
-	_, err := skipValue(b, skipSpace(b, 0), 0)
+	end, err := skipValue(b, skipSpace(b, 0), 0)
 	if err == nil {
-		err = syntaxErr(len(b), "unexpected data after the value")
+		err = syntaxErr(skipSpace(b, end), "unexpected data after the value")
 	}
 	return &Error{Code: ParseError, Message: "parse error: " + err.Error()}
 }
@@ -192,7 +198,7 @@ func ParseResponse(b []byte, r *Response) error {
 	switch {
 	case err != nil:
 		return err
-	case string(version) != `"2.0"`:
+	case version == nil || !isString(version, "2.0"):
 		problem = `"jsonrpc" must be "2.0"`
 	case r.ID == nil:
 		problem = `missing "id"`

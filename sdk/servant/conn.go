@@ -2,6 +2,8 @@ package servant
 
 import (
 	"context"
+	"crypto/subtle"
+	"encoding/json"
 	"errors"
 	"io"
 	"net"
@@ -15,21 +17,23 @@ import (
 
 // conn is one connection to the servant, usually from mserve.
 type conn struct {
-	s  *Servant
-	nc net.Conn
-	w  *wire.Writer
+	s      *Servant
+	nc     net.Conn
+	w      *wire.Writer
+	authed bool // the peer presented the servant's secret (or none is required)
 
 	mu      sync.Mutex
 	pending map[string]*job // accepted calls with ids, for rpc.cancel
 }
 
 func (c *conn) serve() {
+	c.authed = c.s.secret == ""
 	r := wire.NewReader(c.nc, c.s.maxFrame)
 	err := c.read(r)
 	var tooLarge *wire.FrameTooLargeError
 	if errors.As(err, &tooLarge) {
 		c.respondError(nil, jsonrpc.Errorf(jsonrpc.TooLarge, "%v; closing the connection", err))
-	} else if err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
+	} else if err != nil && err != errRefused && !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
 		c.s.log.Debug("connection ended", zap.Error(err))
 	}
 	// Nobody will read the answers of calls still pending: cancel them.
@@ -59,8 +63,31 @@ func (c *conn) read(r *wire.Reader) error {
 			c.respondError(req.ID, e)
 			continue
 		}
+		if !c.authed && !c.admit(&req) {
+			return errRefused
+		}
 		c.dispatch(&req)
 	}
+}
+
+// errRefused ends a connection that did not present the servant's secret.
+var errRefused = errors.New("caller refused: no valid secret in rpc.hello")
+
+// admit checks the first request of a connection when the servant
+// requires a secret: it must be rpc.hello presenting it.
+func (c *conn) admit(req *jsonrpc.Request) bool {
+	var hp wire.HelloParams
+	if req.Method == wire.MethodHello && req.Params != nil {
+		json.Unmarshal(req.Params, &hp)
+	}
+	if subtle.ConstantTimeCompare([]byte(hp.Secret), []byte(c.s.secret)) == 1 {
+		c.authed = true
+		return true
+	}
+	c.s.log.Warn("refused a caller without the servant's secret", zap.Stringer("remote", c.nc.RemoteAddr()), zap.String("method", req.Method))
+	c.respondError(req.ID, jsonrpc.Errorf(jsonrpc.Unauthorized,
+		"unauthorized: this servant takes calls only from its balancer (rpc.hello with the launch secret)"))
+	return false
 }
 
 func (c *conn) dispatch(req *jsonrpc.Request) {

@@ -53,19 +53,21 @@ type Servant struct {
 	slots    int
 	tags     []string
 	maxFrame int
+	secret   string
 	log      *zap.Logger
 
 	funcs map[string]*entry
 	order []string
 	jobs  chan *job
 
-	mu       sync.Mutex
-	lns      []net.Listener
-	conns    map[*conn]struct{}
-	started  bool
-	stopping bool
-	running  sync.WaitGroup // jobs accepted and not yet answered
-	workers  sync.WaitGroup
+	mu         sync.Mutex
+	lns        []net.Listener
+	conns      map[*conn]struct{}
+	started    bool
+	stopping   bool
+	jobsClosed bool
+	running    sync.WaitGroup // jobs accepted and not yet answered
+	workers    sync.WaitGroup
 }
 
 type entry struct {
@@ -87,6 +89,12 @@ func Slots(n int) Option { return func(s *Servant) { s.slots = max(n, 1) } }
 // Tags sets labels mserve's algorithms may route by, such as "gpu" or "hdb".
 func Tags(tags ...string) Option { return func(s *Servant) { s.tags = tags } }
 
+// Secret makes the servant take calls only on connections whose rpc.hello
+// presents this secret, so that only its balancer can call it (default: the
+// MSERVE_SERVANT_SECRET environment variable, which mserve sets for the
+// servants it starts; "" accepts any caller).
+func Secret(secret string) Option { return func(s *Servant) { s.secret = secret } }
+
 // MaxFrame sets the largest frame accepted (default wire.DefaultMaxFrame).
 func MaxFrame(n int) Option { return func(s *Servant) { s.maxFrame = n } }
 
@@ -98,6 +106,7 @@ func Logger(l *zap.Logger) Option { return func(s *Servant) { s.log = l } }
 func New(opts ...Option) *Servant {
 	s := &Servant{slots: 1, maxFrame: wire.DefaultMaxFrame, funcs: map[string]*entry{}, conns: map[*conn]struct{}{}}
 	s.name = os.Getenv("MSERVE_SERVANT_NAME")
+	s.secret = os.Getenv("MSERVE_SERVANT_SECRET")
 	if s.name == "" {
 		s.name, _ = os.Hostname()
 	}
@@ -218,6 +227,14 @@ func (s *Servant) Shutdown(ctx context.Context) error {
 	var err error
 	select {
 	case <-done:
+		// Every accepted job has been answered and no new one can come
+		// (stopping is set): the workers may end.
+		s.mu.Lock()
+		if s.jobs != nil && !s.jobsClosed {
+			close(s.jobs)
+			s.jobsClosed = true
+		}
+		s.mu.Unlock()
 	case <-ctx.Done():
 		err = ctx.Err()
 	}
@@ -311,7 +328,9 @@ func (s *Servant) run(j *job) {
 	var e *jsonrpc.Error
 	var raw []byte
 	if err == nil {
-		if raw, err = json.Marshal(res); err != nil {
+		if rm, ok := res.(json.RawMessage); ok && len(rm) > 0 && jsonrpc.Valid(rm) {
+			raw = rm // sent as is: json.Marshal would compact it and escape HTML characters
+		} else if raw, err = json.Marshal(res); err != nil {
 			err = fmt.Errorf("%s returned a value that cannot be encoded as JSON: %v", j.method, err)
 		}
 	}

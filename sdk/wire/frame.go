@@ -43,6 +43,7 @@ type Reader struct {
 	r     *bufio.Reader
 	limit int
 	first bool
+	hdr   [HeaderSize]byte
 }
 
 // NewReader returns a Reader over r that refuses frames longer than limit
@@ -84,8 +85,8 @@ func (r *Reader) HasFrame() bool {
 // the header declares more than the limit, and ErrNotFramed when the first
 // bytes of the stream are clearly not a frame header.
 func (r *Reader) ReadFrame(dst []byte) ([]byte, error) {
-	var hdr [HeaderSize]byte
-	if _, err := io.ReadFull(r.r, hdr[:]); err != nil {
+	hdr := r.hdr[:]
+	if _, err := io.ReadFull(r.r, hdr); err != nil {
 		if err == io.ErrUnexpectedEOF {
 			return dst[:0], ErrTruncated
 		}
@@ -93,11 +94,11 @@ func (r *Reader) ReadFrame(dst []byte) ([]byte, error) {
 	}
 	if r.first {
 		r.first = false
-		if looksUnframed(hdr) {
+		if looksUnframed(r.hdr) {
 			return dst[:0], ErrNotFramed
 		}
 	}
-	n := binary.BigEndian.Uint32(hdr[:])
+	n := binary.BigEndian.Uint32(hdr)
 	if int64(n) > int64(r.limit) {
 		return dst[:0], &FrameTooLargeError{Size: n, Limit: r.limit}
 	}
