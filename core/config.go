@@ -16,8 +16,12 @@ type Config struct {
 	NativeAddr string // native framed protocol listen address; "" disables it
 
 	Algorithm   string        // dispatch algorithm name (default "match")
-	Routing     string        // routing function name (default "first")
+	Routing     string        // routing function name, or an expr expression over the call (default "first")
 	RouteExpire time.Duration // match's routeExpireMs (default 12s)
+
+	Plugins      []string      // Lua files and folders (and, later, plugin binaries) providing algorithms and routing functions
+	ScriptBudget time.Duration // time one scripted decision may take (default 5ms)
+	Fallback     string        // built-in algorithm deciding when a script cannot (default "least")
 
 	Spawn      int      // local servants to start
 	Command    []string // the program (and arguments) each one runs

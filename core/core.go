@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -24,18 +25,22 @@ import (
 	"github.com/mserve/mserve/core/httpfront"
 	"github.com/mserve/mserve/core/link"
 	"github.com/mserve/mserve/core/native"
+	"github.com/mserve/mserve/core/registry"
 	"github.com/mserve/mserve/core/route"
+	"github.com/mserve/mserve/core/script"
 	"github.com/mserve/mserve/core/supervise"
 	"github.com/mserve/mserve/core/watch"
+	"github.com/mserve/mserve/sdk/dispatch"
 )
 
 // Balancer is a running (or ready to run) mserve.
 type Balancer struct {
-	cfg   Config
-	log   *zap.Logger
-	eng   *engine.Engine
-	gate  *allow.Gate
-	front *frontend.Front
+	cfg     Config
+	log     *zap.Logger
+	eng     *engine.Engine
+	gate    *allow.Gate
+	front   *frontend.Front
+	scripts *script.Host
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -92,16 +97,21 @@ func New(cfg Config, log *zap.Logger) (*Balancer, error) {
 		}
 		names[s.Name] = true
 	}
-	a, err := algo.New(algo.Builtins(), cfg.Algorithm, algo.Config{RouteExpire: cfg.RouteExpire})
+	b := &Balancer{cfg: cfg, log: log}
+	algos, routes, err := b.registries()
 	if err != nil {
 		return nil, err
 	}
-	r, err := route.Builtins().Lookup(cfg.Routing)
+	a, err := algo.New(algos, cfg.Algorithm, algo.Config{RouteExpire: cfg.RouteExpire})
+	if err != nil {
+		return nil, err
+	}
+	router, err := chooseRouter(routes, cfg.Routing)
 	if err != nil {
 		return nil, err
 	}
 	eng := engine.New(engine.Config{
-		Algorithm: a, Router: r.Value, Timeout: cfg.Timeout, MaxQueue: cfg.MaxQueue, Log: log,
+		Algorithm: a, Router: router, Timeout: cfg.Timeout, MaxQueue: cfg.MaxQueue, Log: log,
 	})
 	servantNames := make([]string, 0, len(names))
 	for n := range names {
@@ -111,9 +121,96 @@ func New(cfg Config, log *zap.Logger) (*Balancer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("allowlist: %w", err)
 	}
-	b := &Balancer{cfg: cfg, log: log, eng: eng, gate: gate}
+	b.eng, b.gate = eng, gate
 	b.front = &frontend.Front{Engine: eng, Gate: gate, Version: cfg.Version}
 	return b, nil
+}
+
+// registries returns the algorithms and routing functions to choose from:
+// the built-ins, plus what the Lua scripts in cfg.Plugins provide.
+func (b *Balancer) registries() (*algo.Registry, *route.Registry, error) {
+	algos, routes := algo.Builtins(), route.Builtins()
+	files, others, err := script.LuaFiles(b.cfg.Plugins, true)
+	if err != nil {
+		return nil, nil, fmt.Errorf("MSERVE_PLUGINS: %w", err)
+	}
+	if len(others) > 0 {
+		return nil, nil, fmt.Errorf("MSERVE_PLUGINS: %q is not a Lua file (.lua) or a folder of them", others[0])
+	}
+	if len(b.cfg.Plugins) == 0 {
+		return algos, routes, nil
+	}
+	b.scripts, err = script.NewHost(script.Config{Files: files, Budget: b.cfg.ScriptBudget, RouteExpire: b.cfg.RouteExpire, Log: b.log})
+	if err != nil {
+		return nil, nil, err
+	}
+	fallbackName := b.cfg.Fallback
+	if fallbackName == "" {
+		fallbackName = DefaultFallback
+	}
+	if _, err := algo.New(algos, fallbackName, algo.Config{}); err != nil {
+		return nil, nil, fmt.Errorf("fallback algorithm: %w", err)
+	}
+	set := b.scripts.Set()
+	for _, kind := range []script.Kind{script.KindAlgorithm, script.KindPicker} {
+		for _, name := range set.Names(kind) {
+			sc, _, _ := set.Provider(name)
+			host := b.scripts
+			err := algos.Register(registry.Entry[algo.Factory]{Name: name, Summary: "Lua " + string(kind), Source: sc.Path,
+				Value: func(c algo.Config) (dispatch.Algorithm, error) {
+					fb, err := algo.New(algos, fallbackName, c)
+					if err != nil {
+						return nil, err
+					}
+					return script.NewAlgorithm(host, name, fb), nil
+				}})
+			if err != nil {
+				return nil, nil, err
+			}
+		}
+	}
+	first, _ := routes.Lookup(route.Default)
+	for _, name := range set.Names(script.KindRoute) {
+		sc, _, _ := set.Provider(name)
+		if err := routes.Register(registry.Entry[dispatch.Router]{Name: name, Summary: "Lua route", Source: sc.Path,
+			Value: script.NewRouter(b.scripts, name, first.Value)}); err != nil {
+			return nil, nil, err
+		}
+	}
+	return algos, routes, nil
+}
+
+// DefaultFallback is the built-in algorithm that decides when a script
+// cannot.
+const DefaultFallback = "least"
+
+// chooseRouter picks the routing function: a registered name, or else an
+// expr expression over the call.
+func chooseRouter(routes *route.Registry, spec string) (dispatch.Router, error) {
+	e, lookupErr := routes.Lookup(spec)
+	if lookupErr == nil {
+		return e.Value, nil
+	}
+	x, err := route.NewExpr(spec)
+	if err != nil {
+		return nil, fmt.Errorf("MSERVE_ROUTING %q is neither a routing function (known: %s) nor an expression: %v",
+			spec, strings.Join(routes.Names(), ", "), err)
+	}
+	return x, nil
+}
+
+// Scripts returns the Lua host, or nil when no scripts are loaded.
+func (b *Balancer) Scripts() *script.Host { return b.scripts }
+
+// reloadScripts recompiles the Lua scripts after a change under
+// MSERVE_PLUGINS.
+func (b *Balancer) reloadScripts() {
+	files, _, err := script.LuaFiles(b.cfg.Plugins, false)
+	if err != nil {
+		b.log.Error("scripts not reloaded", zap.Error(err))
+		return
+	}
+	b.scripts.Reload(files)
 }
 
 // Gate returns the balancer's allowlist gate.
@@ -184,6 +281,13 @@ func (b *Balancer) Start() error {
 		go func() {
 			defer b.wg.Done()
 			watch.Paths(b.ctx, []string{b.gate.Path()}, "", 0, func() { b.Reload() })
+		}()
+	}
+	if b.scripts != nil {
+		b.wg.Add(1)
+		go func() {
+			defer b.wg.Done()
+			watch.Paths(b.ctx, b.cfg.Plugins, ".lua", 0, b.reloadScripts)
 		}()
 	}
 

@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"slices"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -23,7 +24,9 @@ Usage:
 
 With -direct it measures the same calls straight to one servant in the same
 run (alternating rounds with the balancer) and prints the balancer's added
-latency and the throughput ratio. ARGS are parsed as in mserve call.
+latency and the throughput ratio. With -vs it also measures other mserve
+instances (say, one with an allowlist and one without, or two algorithms)
+in the same run, against the first target. ARGS are parsed as in mserve call.
 
 Flags (each also settable by the environment variable shown):
 `
@@ -50,6 +53,8 @@ func benchMain(args []string) int {
 	user := fs.String("user", "", "allowlist user to call mserve as (with -secret)")
 	secret := fs.String("secret", "", "the user's secret for mserve")
 	directSecret := fs.String("direct-secret", "", "the servant's secret, for -direct to a servant that requires one")
+	var vs stringList
+	fs.Var(&vs, "vs", "more mserve instances to measure in the same run: NAME=host:port,...")
 	fs.Usage = usageFor(fs, benchUsage)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -71,6 +76,14 @@ func benchMain(args []string) int {
 		targets = append(targets, &benchTarget{name: "direct", addr: *direct, opts: []client.Option{client.Credentials("", *directSecret)}})
 	}
 	targets = append(targets, &benchTarget{name: "mserve", addr: *addr, opts: []client.Option{client.Credentials(*user, *secret)}})
+	for _, v := range vs {
+		name, a, ok := strings.Cut(v, "=")
+		if !ok || name == "" || a == "" {
+			fmt.Fprintf(os.Stderr, "mserve bench: -vs %q: want NAME=host:port\n", v)
+			return exitUsage
+		}
+		targets = append(targets, &benchTarget{name: name, addr: a, opts: []client.Option{client.Credentials(*user, *secret)}})
+	}
 
 	cfg := loadgen.Config{Concurrency: *conc, Duration: *dur / time.Duration(*rounds), Calls: *n, Warmup: *warmup}
 	fmt.Printf("bench %s%s: c=%d conns=%d rounds=%d %s per target\n", method, paramsNote(params), *conc, *conns, *rounds, amount(*n, *dur))
@@ -153,19 +166,24 @@ func merge(total *loadgen.Result, r loadgen.Result) {
 }
 
 func printBench(w io.Writer, targets []*benchTarget) {
-	fmt.Fprintf(w, "%-8s %10s %12s %10s %10s %10s %10s %8s\n", "target", "calls", "calls/s", "p50", "p90", "p99", "max", "errors")
+	width := 8
+	for _, t := range targets {
+		width = max(width, len(t.name))
+	}
+	fmt.Fprintf(w, "%-*s %10s %12s %10s %10s %10s %10s %8s\n", width, "target", "calls", "calls/s", "p50", "p90", "p99", "max", "errors")
 	for _, t := range targets {
 		r := &t.res
-		fmt.Fprintf(w, "%-8s %10d %12.0f %10s %10s %10s %10s %8d\n", t.name, r.Calls, r.Rate(),
+		fmt.Fprintf(w, "%-*s %10d %12.0f %10s %10s %10s %10s %8d\n", width, t.name, r.Calls, r.Rate(),
 			us(r.Percentile(0.5)), us(r.Percentile(0.9)), us(r.Percentile(0.99)), us(r.Max()), r.Errors)
 		if r.FirstError != nil {
-			fmt.Fprintf(w, "         first error: %v\n", r.FirstError)
+			fmt.Fprintf(w, "%*s first error: %v\n", width, "", r.FirstError)
 		}
 	}
-	if len(targets) == 2 {
-		d, m := &targets[0].res, &targets[1].res
-		fmt.Fprintf(w, "added p50: %s   added p99: %s   throughput mserve/direct: %.2f\n",
-			signedUs(m.Percentile(0.5)-d.Percentile(0.5)), signedUs(m.Percentile(0.99)-d.Percentile(0.99)), m.Rate()/d.Rate())
+	base := &targets[0].res
+	for _, t := range targets[1:] {
+		m := &t.res
+		fmt.Fprintf(w, "%s vs %s: added p50 %s, added p99 %s, throughput ratio %.2f\n", t.name, targets[0].name,
+			signedUs(m.Percentile(0.5)-base.Percentile(0.5)), signedUs(m.Percentile(0.99)-base.Percentile(0.99)), m.Rate()/base.Rate())
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"go.uber.org/zap"
 
@@ -57,8 +58,11 @@ func newDaemonFlags() (*flag.FlagSet, *daemonFlags) {
 	fs.StringVar(&d.servants, "servants", "", "servants already running: [name@]host:port[?slots=N&tag=T],...")
 	fs.StringVar(&c.Allow, "allow", "", "allowlist file: the functions that may be called, their arguments, users (see docs/allowlist.md); re-read on SIGHUP and on change")
 	fs.StringVar(&c.ServantSecret, "servant-secret", "", "secret servants require in mserve's hello; empty gives local servants a fresh one per launch and remote servants none")
-	fs.StringVar(&c.Algorithm, "algo", algo.Default, "dispatch algorithm: orig, even, match or least")
-	fs.StringVar(&c.Routing, "routing", route.Default, "routing function: first (the first argument), method or none")
+	fs.Var((*pathList)(&c.Plugins), "plugins", "Lua scripts and folders of them providing algorithms and routing functions, separated by '"+string(os.PathListSeparator)+"'; reloaded on change")
+	fs.StringVar(&c.Algorithm, "algo", algo.Default, "dispatch algorithm: orig, even, match, least, or one a script provides")
+	fs.StringVar(&c.Routing, "routing", route.Default, "routing function (first = the first argument, method, none, or one a script provides), or an expr expression over the call such as 'args[0]'")
+	fs.DurationVar(&c.ScriptBudget, "script-budget", 5*time.Millisecond, "time one scripted decision may take before the fallback decides instead")
+	fs.StringVar(&c.Fallback, "fallback", core.DefaultFallback, "built-in algorithm that decides when a script fails or overruns its budget")
 	fs.DurationVar(&c.RouteExpire, "route-expire", algo.DefaultRouteExpire, "match: how long an idle servant keeps its claim on its last routing string")
 	fs.IntVar(&c.SpawnSlots, "slots", 0, "calls each local servant runs at once; 0 lets the servant say (default 1)")
 	fs.Var((*stringList)(&c.SpawnTags), "tags", "comma-separated tags for local servants")

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"sort"
 	"strings"
 )
@@ -97,6 +98,22 @@ func (l *stringList) Set(v string) error {
 	for _, s := range strings.Split(v, ",") {
 		if s = strings.TrimSpace(s); s != "" {
 			*l = append(*l, s)
+		}
+	}
+	return nil
+}
+
+// pathList is a list of paths separated by the OS path-list separator, as
+// in MSERVE_PLUGINS.
+type pathList []string
+
+func (l *pathList) String() string { return strings.Join(*l, string(os.PathListSeparator)) }
+
+func (l *pathList) Set(v string) error {
+	*l = nil
+	for _, p := range filepath.SplitList(v) {
+		if p = strings.TrimSpace(p); p != "" {
+			*l = append(*l, p)
 		}
 	}
 	return nil

@@ -32,6 +32,9 @@ func (Orig) Assign(calls []*dispatch.Call, servants []*dispatch.Servant, p *disp
 		if !anyFree(servants) {
 			return
 		}
+		if p.Assigned(ci) {
+			continue
+		}
 		for si, s := range servants {
 			if free(s, c) {
 				p.Assign(ci, si)
@@ -54,6 +57,9 @@ func (e *Even) Assign(calls []*dispatch.Call, servants []*dispatch.Servant, p *d
 	for ci, c := range calls {
 		if !anyFree(servants) {
 			return
+		}
+		if p.Assigned(ci) {
+			continue
 		}
 		for k := range n {
 			if si := (e.next + k) % n; free(servants[si], c) {
@@ -78,6 +84,9 @@ func (l *Least) Assign(calls []*dispatch.Call, servants []*dispatch.Servant, p *
 	for ci, c := range calls {
 		if !anyFree(servants) {
 			return
+		}
+		if p.Assigned(ci) {
+			continue
 		}
 		best, bestLoad := -1, 0
 		for k := range n {
