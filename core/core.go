@@ -110,9 +110,6 @@ func New(cfg Config, log *zap.Logger) (*Balancer, error) {
 	if err != nil {
 		return nil, err
 	}
-	eng := engine.New(engine.Config{
-		Algorithm: a, Router: router, Timeout: cfg.Timeout, MaxQueue: cfg.MaxQueue, Log: log,
-	})
 	servantNames := make([]string, 0, len(names))
 	for n := range names {
 		servantNames = append(servantNames, n)
@@ -121,6 +118,10 @@ func New(cfg Config, log *zap.Logger) (*Balancer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("allowlist: %w", err)
 	}
+	eng := engine.New(engine.Config{
+		Algorithm: a, Router: router, Timeout: cfg.Timeout, MaxQueue: cfg.MaxQueue, Log: log,
+		Unserved: gate.Unserved,
+	})
 	b.eng, b.gate = eng, gate
 	b.front = &frontend.Front{Engine: eng, Gate: gate, Version: cfg.Version}
 	return b, nil

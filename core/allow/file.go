@@ -19,11 +19,12 @@ import (
 
 // File is a parsed allowlist file. See docs/allowlist.md for the format.
 type File struct {
-	Name      string      // file name, for messages
-	Funcs     []FuncEntry // declarations, in file order
-	Roles     map[string]RoleEntry
-	Users     []UserEntry
-	Anonymous *Grants // what callers without credentials may call; nil when the file says nothing
+	Name          string      // file name, for messages
+	Funcs         []FuncEntry // declarations, in file order
+	Roles         map[string]RoleEntry
+	Users         []UserEntry
+	Anonymous     *Grants // what callers without credentials may call; nil when the file says nothing
+	AnonymousLine int     // where the anonymous line is
 }
 
 // FuncEntry is one declaration and where it was written.
@@ -79,10 +80,13 @@ type entry struct {
 	line int
 }
 
-func entries(src []byte) []entry {
+// maxLine is the longest line an allowlist may have.
+const maxLine = 1 << 20
+
+func entries(src []byte) ([]entry, int, error) {
 	var out []entry
 	sc := bufio.NewScanner(bytes.NewReader(src))
-	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
+	sc.Buffer(make([]byte, 0, 64<<10), maxLine)
 	n := 0
 	for sc.Scan() {
 		n++
@@ -100,7 +104,12 @@ func entries(src []byte) []entry {
 			out = append(out, entry{trimmed, n})
 		}
 	}
-	return out
+	if err := sc.Err(); err != nil {
+		// A line too long must not silently end the file: what follows
+		// could be the users whose absence opens every function.
+		return nil, n + 1, fmt.Errorf("line longer than %d bytes (%v)", maxLine, err)
+	}
+	return out, 0, nil
 }
 
 // ParseFile parses an allowlist. name is used in error messages, which
@@ -109,7 +118,11 @@ func ParseFile(name string, src []byte) (*File, error) {
 	f := &File{Name: name, Roles: map[string]RoleEntry{}}
 	seenFunc := map[string]int{}
 	seenUser := map[string]int{}
-	for _, e := range entries(src) {
+	lines, badLine, err := entries(src)
+	if err != nil {
+		return nil, &LineError{File: name, Line: badLine, Err: err}
+	}
+	for _, e := range lines {
 		lineErr := func(format string, args ...any) error {
 			return &LineError{File: name, Line: e.line, Err: fmt.Errorf(format, args...)}
 		}
@@ -159,11 +172,12 @@ func ParseFile(name string, src []byte) (*File, error) {
 			}
 			seenUser[u.Name] = e.line
 			f.Users = append(f.Users, u)
-		case word == "anonymous:" || (word == "anonymous" && strings.HasPrefix(rest, ":")):
+		case word == "anonymous:" || (word == "anonymous" && strings.HasPrefix(strings.TrimSpace(rest), ":")):
 			if f.Anonymous != nil {
-				return nil, lineErr("anonymous is already defined")
+				return nil, lineErr("anonymous is already defined at line %d", f.AnonymousLine)
 			}
-			grants := strings.TrimPrefix(strings.TrimPrefix(e.text, "anonymous"), ":")
+			f.AnonymousLine = e.line
+			grants := strings.TrimPrefix(strings.TrimSpace(strings.TrimPrefix(e.text, "anonymous")), ":")
 			g, err := parseGrants(grants)
 			if err != nil {
 				return nil, lineErr("anonymous: %v", err)
@@ -244,7 +258,7 @@ func (f *File) checkGrants() error {
 		}
 	}
 	if f.Anonymous != nil {
-		if err := check(0, "anonymous", *f.Anonymous); err != nil {
+		if err := check(f.AnonymousLine, "anonymous", *f.Anonymous); err != nil {
 			return err
 		}
 	}

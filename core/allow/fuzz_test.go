@@ -118,83 +118,123 @@ const fuzzDecl = `f(a int 1..100, b float -1..1, c string len 1..8 /[a-z]+/, d s
 
 var fuzzParams = []string{"a", "b", "c", "d", "e", "g", "h", "i", "j"}
 
+// fuzzOptDecl has only optional parameters: any call may leave all out.
+const fuzzOptDecl = `opt(k int 0..9 = 1, s symbol = "A")`
+
+// optOracle is oracle for fuzzOptDecl.
+func optOracle(in, out []byte) string {
+	args, msg := forwarded(in, out, []string{"k", "s"})
+	if msg != "" {
+		return msg
+	}
+	if k, ok := exactInt(args["k"]); !ok || k < 0 || k > 9 {
+		return fmt.Sprintf("k = %s is not an int in 0..9", args["k"])
+	}
+	if s, ok := str(args["s"]); !ok || len(s) < 1 || len(s) > 255 || strings.Trim(s, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-") != "" {
+		return fmt.Sprintf("s = %s is not a symbol", args["s"])
+	}
+	return ""
+}
+
 func FuzzCheckArgs(f *testing.F) {
 	addSeeds(f, "FuzzCheckArgs", func(b []byte) { f.Add(b) })
-	fn := compileFunc(f, fuzzDecl)
+	funcs := []struct {
+		fn     *Func
+		oracle func(in, out []byte) string
+	}{
+		{compileFunc(f, fuzzDecl), oracle},
+		{compileFunc(f, fuzzOptDecl), optOracle},
+	}
 	f.Fuzz(func(t *testing.T, params []byte) {
-		in := append([]byte(nil), params...)
-		out, rpcErr := fn.Check(params)
-		if !bytes.Equal(in, params) {
-			t.Fatalf("Check modified its input: %q became %q", in, params)
-		}
-		// Calls reach Check with params validated and trimmed by
-		// jsonrpc.ParseRequest; other bytes must merely not panic.
-		if !jsonrpc.Valid(params) || !bytes.Equal(bytes.TrimSpace(params), params) || len(params) == 0 {
-			return
-		}
-		if rpcErr != nil {
-			if rpcErr.Code != jsonrpc.InvalidParams {
-				t.Fatalf("code %d", rpcErr.Code)
+		for _, fc := range funcs {
+			in := append([]byte(nil), params...)
+			out, rpcErr := fc.fn.Check(params)
+			if !bytes.Equal(in, params) {
+				t.Fatalf("Check modified its input: %q became %q", in, params)
 			}
-			return
-		}
-		if msg := oracle(in, out); msg != "" {
-			t.Fatalf("Check(%s) accepted it, forwarding %s, but %s", in, out, msg)
+			// Calls reach Check with params validated and trimmed by
+			// jsonrpc.ParseRequest; other bytes must merely not panic.
+			if !jsonrpc.Valid(params) || !bytes.Equal(bytes.TrimSpace(params), params) || len(params) == 0 {
+				continue
+			}
+			if rpcErr != nil {
+				if rpcErr.Code != jsonrpc.InvalidParams {
+					t.Fatalf("%s: code %d", fc.fn.Decl.Name, rpcErr.Code)
+				}
+				continue
+			}
+			if msg := fc.oracle(in, out); msg != "" {
+				t.Fatalf("%s: Check(%s) accepted it, forwarding %s, but %s", fc.fn.Decl.Name, in, out, msg)
+			}
 		}
 	})
 }
 
-// oracle returns what is wrong with forwarding out for the call params in,
-// or "" when every argument satisfies fuzzDecl.
-func oracle(in, out []byte) string {
+// forwarded checks the form of what Check forwards for the call params in
+// to a function with the parameters names: JSON, every parameter given
+// once, the arguments the caller sent unchanged. It returns the arguments
+// by name, or what is wrong.
+func forwarded(in, out []byte, names []string) (map[string][]byte, string) {
 	if !json.Valid(out) {
-		return "the forwarded params are not JSON"
+		return nil, "the forwarded params are not JSON"
 	}
 	args := map[string][]byte{}
+	if string(in) == "null" { // no arguments
+		in = []byte("[]")
+	}
 	switch in[0] {
 	case '[':
 		var given, sent []json.RawMessage
 		if json.Unmarshal(in, &given) != nil || json.Unmarshal(out, &sent) != nil {
-			return "the forwarded params are not an array"
+			return nil, "the forwarded params are not an array"
 		}
-		if len(sent) != len(fuzzParams) {
-			return fmt.Sprintf("%d arguments are forwarded", len(sent))
+		if len(sent) != len(names) {
+			return nil, fmt.Sprintf("%d arguments are forwarded", len(sent))
 		}
 		for i := range given {
 			if !bytes.Equal(given[i], sent[i]) {
-				return fmt.Sprintf("argument %d changed from %s to %s", i, given[i], sent[i])
+				return nil, fmt.Sprintf("argument %d changed from %s to %s", i, given[i], sent[i])
 			}
 		}
-		for i, name := range fuzzParams {
+		for i, name := range names {
 			args[name] = sent[i]
 		}
 	case '{':
 		given, err := members(in)
 		if err != "" {
-			return "input: " + err
+			return nil, "input: " + err
 		}
 		sent, err := members(out)
 		if err != "" {
-			return "forwarded: " + err
+			return nil, "forwarded: " + err
 		}
 		for k, v := range given {
 			if !bytes.Equal(sent[k], v) {
-				return fmt.Sprintf("argument %q changed from %s to %s", k, v, sent[k])
+				return nil, fmt.Sprintf("argument %q changed from %s to %s", k, v, sent[k])
 			}
 		}
-		if len(sent) != len(fuzzParams) {
-			return fmt.Sprintf("members %v are forwarded", sent)
+		if len(sent) != len(names) {
+			return nil, fmt.Sprintf("members %v are forwarded", sent)
 		}
-		for _, name := range fuzzParams {
+		for _, name := range names {
 			if sent[name] == nil {
-				return fmt.Sprintf("%q is not forwarded", name)
+				return nil, fmt.Sprintf("%q is not forwarded", name)
 			}
 			args[name] = sent[name]
 		}
 	default:
-		return "params that are neither an array nor an object were accepted"
+		return nil, "params that are neither an array nor an object were accepted"
 	}
+	return args, ""
+}
 
+// oracle returns what is wrong with forwarding out for the call params in,
+// or "" when every argument satisfies fuzzDecl.
+func oracle(in, out []byte) string {
+	args, msg := forwarded(in, out, fuzzParams)
+	if msg != "" {
+		return msg
+	}
 	a, ok := exactInt(args["a"])
 	if !ok || a < 1 || a > 100 {
 		return fmt.Sprintf("a = %s is not an int in 1..100", args["a"])
@@ -273,7 +313,9 @@ func members(b []byte) (map[string][]byte, string) {
 	return out, ""
 }
 
-func isNumber(raw []byte) bool { return len(raw) > 0 && (raw[0] == '-' || raw[0] >= '0' && raw[0] <= '9') }
+func isNumber(raw []byte) bool {
+	return len(raw) > 0 && (raw[0] == '-' || raw[0] >= '0' && raw[0] <= '9')
+}
 
 // str decodes a JSON string (never null) as encoding/json does.
 func str(raw []byte) (string, bool) {

@@ -168,6 +168,16 @@ func (g *Gate) recompute() {
 	g.derived.Store(d)
 }
 
+// Unserved is the error for a call that passed the gate but that no servant
+// turned out to serve once they had all said what they serve: unavailable
+// for a function the allowlist file declares, method not found otherwise.
+func (g *Gate) Unserved(method string) *jsonrpc.Error {
+	if p := g.policy.Load(); p != nil && p.funcs[method] != nil {
+		return jsonrpc.Errorf(jsonrpc.Unavailable, "unavailable: %s is declared in %s but no servant serves it", method, p.File)
+	}
+	return jsonrpc.Errorf(jsonrpc.MethodNotFound, "method not found: no servant serves %q", method)
+}
+
 // notFound is the error for a function the caller may not call. It does
 // not say whether the function exists: a caller without the grant learns
 // nothing about it.

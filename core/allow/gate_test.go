@@ -447,3 +447,16 @@ func TestGateConcurrent(t *testing.T) {
 	})
 	wg.Wait()
 }
+
+func TestGateUnserved(t *testing.T) {
+	withFile := newGate(t, gateFile, "s1")
+	if e := withFile.Unserved("hdb"); e.Code != jsonrpc.Unavailable || !strings.Contains(e.Message, "hdb is declared in") {
+		t.Errorf("Unserved(hdb) with the file declaring it = %v", e)
+	}
+	if e := withFile.Unserved("nope"); e.Code != jsonrpc.MethodNotFound {
+		t.Errorf("Unserved(nope) = %v", e)
+	}
+	if e := newGate(t, "", "s1").Unserved("hdb"); e.Code != jsonrpc.MethodNotFound {
+		t.Errorf("Unserved(hdb) without a file = %v", e)
+	}
+}

@@ -213,7 +213,7 @@ func (f *Func) fillDefaults(params []byte, args [][]byte, named bool) []byte {
 		out := make([]byte, 0, len(params)+32)
 		body := params[:len(params)-1] // without the closing brace
 		out = append(out, body...)
-		empty := len(args) == 0
+		empty := true // no member written yet: the next needs no comma
 		for _, a := range args {
 			if a != nil {
 				empty = false

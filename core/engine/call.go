@@ -84,6 +84,7 @@ type Call struct {
 	backlog  int // calls queued or running when it arrived
 	sentAt   time.Time
 	timer    *time.Timer
+	counted  bool // taken in: counted in Engine.inside until answered
 	answered atomic.Bool
 }
 
@@ -108,6 +109,9 @@ func (c *Call) answer(a *Answer) bool {
 	}
 	if c.Reply != nil {
 		c.Reply.Answer(c, a)
+	}
+	if c.counted {
+		c.engine.answered()
 	}
 	return true
 }

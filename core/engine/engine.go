@@ -42,8 +42,12 @@ type Config struct {
 	Router    dispatch.Router    // derives routing strings; nil leaves them empty
 	Timeout   time.Duration      // default deadline per call; 0 means none
 	MaxQueue  int                // calls waiting (queue plus backlogs) before new ones are refused as overloaded; 0 means DefaultMaxQueue
-	Log       *zap.Logger        // nil means no logging
-	Now       func() time.Time   // clock; nil means time.Now
+	// Unserved makes the error for a call to a function no servant serves
+	// (every servant has said what it serves, and none named it); nil
+	// answers "method not found".
+	Unserved func(method string) *jsonrpc.Error
+	Log      *zap.Logger      // nil means no logging
+	Now      func() time.Time // clock; nil means time.Now
 }
 
 // DefaultMaxQueue is the queue bound when Config.MaxQueue is 0.
@@ -51,6 +55,7 @@ const DefaultMaxQueue = 100_000
 
 // Engine is the dispatch core. Create it with New.
 type Engine struct {
+	unserved func(method string) *jsonrpc.Error
 	router   dispatch.Router
 	timeout  time.Duration
 	maxQueue int
@@ -69,7 +74,9 @@ type Engine struct {
 	running    int // sent to a servant and not yet back
 	seq        uint64
 	closed     bool
-	drained    chan struct{} // closed when closed and nothing is queued or running
+	drained    chan struct{} // closed when closed and every call taken in has been answered
+	closing    atomic.Bool   // closed, readable without the lock
+	inside     atomic.Int64  // calls taken in and not yet answered
 	wakeTimer  *time.Timer
 	wakeAt     time.Time
 
@@ -79,6 +86,7 @@ type Engine struct {
 // New returns an engine with no servants.
 func New(cfg Config) *Engine {
 	e := &Engine{
+		unserved: cfg.Unserved,
 		router:   cfg.Router,
 		timeout:  cfg.Timeout,
 		maxQueue: cfg.MaxQueue,
@@ -94,12 +102,20 @@ func New(cfg Config) *Engine {
 	if e.now == nil {
 		e.now = time.Now
 	}
+	if e.unserved == nil {
+		e.unserved = func(method string) *jsonrpc.Error {
+			return jsonrpc.Errorf(jsonrpc.MethodNotFound, "method not found: no servant serves %q", method)
+		}
+	}
 	e.setAlgorithm(cfg.Algorithm)
 	return e
 }
 
 func (e *Engine) setAlgorithm(a dispatch.Algorithm) {
 	e.algo = a
+	if w, ok := a.(dispatch.Waker); ok {
+		w.SetWaker(e.wake)
+	}
 	e.observer, _ = a.(dispatch.Observer)
 	e.maxBacklog = 0
 	if b, ok := a.(dispatch.BacklogUser); ok {
@@ -158,8 +174,15 @@ func (e *Engine) SubmitLater(c *Call, f *wire.Flusher) {
 			"overloaded: %d calls are already waiting (the limit); retry later", n), Flusher: f})
 		return
 	}
+	if !e.servable(c.Method) {
+		e.mu.Unlock()
+		c.answer(&Answer{Err: e.unserved(c.Method), Flusher: f})
+		return
+	}
 	e.seq++
 	c.seq = e.seq
+	c.counted = true
+	e.inside.Add(1)
 	c.backlog = e.queued + e.running
 	c.where = waiting
 	c.Timeout = timeout
@@ -231,12 +254,40 @@ func (e *Engine) abandon(c *Call, mkErr func(where, *Servant) *jsonrpc.Error) {
 	if w == running {
 		a.Servant, a.Execution = s.view.Name, now.Sub(c.sentAt)
 	}
-	e.checkDrained()
 	e.mu.Unlock()
 	if w == running {
 		s.t.Cancel(c)
 	}
 	c.answer(&a)
+}
+
+// servable reports whether some servant serves method, or may (it has not
+// said what it serves). Caller holds e.mu.
+func (e *Engine) servable(method string) bool {
+	for _, v := range e.views {
+		if v.Serves(method) {
+			return true
+		}
+	}
+	return false
+}
+
+// dropUnservable takes out of the queue the calls no servant serves, after
+// servants said what they serve; the caller answers them. Caller holds
+// e.mu.
+func (e *Engine) dropUnservable() []*Call {
+	var out []*Call
+	for _, c := range e.q.calls {
+		if !e.servable(c.Method) {
+			out = append(out, c)
+		}
+	}
+	for _, c := range out {
+		e.q.remove(c)
+		e.queued--
+		c.where = nowhere
+	}
+	return out
 }
 
 // availability describes the servants for an error message. Caller holds
@@ -351,7 +402,6 @@ func (e *Engine) sendFailed(c *Call, sends []*Call) []*Call {
 		e.queued++
 	case answered: // timed out or cancelled meanwhile: nothing left to do
 		c.where = nowhere
-		e.checkDrained()
 	}
 	if s.view.Healthy {
 		// The link has not reported Down yet; it will, and that runs a
@@ -368,20 +418,32 @@ func (e *Engine) Close() {
 	if !e.closed {
 		e.closed = true
 		e.drained = make(chan struct{})
-		e.checkDrained()
+		e.closing.Store(true)
 	}
 	e.mu.Unlock()
+	if e.inside.Load() == 0 {
+		e.signalDrained()
+	}
 }
 
-// checkDrained closes e.drained once the engine is closed and empty.
-// Caller holds e.mu.
-func (e *Engine) checkDrained() {
-	if e.closed && e.queued == 0 && e.running == 0 && e.drained != nil {
-		select {
-		case <-e.drained:
-		default:
-			close(e.drained)
-		}
+// signalDrained closes e.drained: every call taken in has been answered.
+func (e *Engine) signalDrained() {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.drained == nil {
+		return
+	}
+	select {
+	case <-e.drained:
+	default:
+		close(e.drained)
+	}
+}
+
+// answered notes that a call taken in has had its answer delivered.
+func (e *Engine) answered() {
+	if e.inside.Add(-1) == 0 && e.closing.Load() {
+		e.signalDrained()
 	}
 }
 

@@ -94,8 +94,12 @@ func (s *Servant) Up(a Announce) {
 	now := e.now()
 	sends := s.fromBacklog(nil, now)
 	sends = e.round(sends, now)
+	unservable := e.dropUnservable()
 	e.mu.Unlock()
 	e.send(sends, nil)
+	for _, c := range unservable {
+		c.answer(&Answer{Err: e.unserved(c.Method), Elapsed: now.Sub(c.Arrived)})
+	}
 }
 
 // Down marks the servant unavailable after its connection was lost or it
@@ -135,7 +139,6 @@ func (s *Servant) Down(lost []*Call, cause error) {
 	}
 	sends := e.round(nil, now)
 	remaining := e.queued + e.running
-	e.checkDrained()
 	e.mu.Unlock()
 	e.send(sends, nil)
 	for _, c := range answer {
@@ -181,7 +184,6 @@ func (s *Servant) Done(c *Call, resp *jsonrpc.Response, f *wire.Flusher) {
 	sends := s.fromBacklog(buf[:0], now)
 	sends = e.round(sends, now)
 	remaining := e.queued + e.running
-	e.checkDrained()
 	e.mu.Unlock()
 	e.send(sends, f)
 	if !wasAnswered {

@@ -222,11 +222,11 @@ func (l *Link) serve(ctx context.Context, conn net.Conn, r *wire.Reader, hello *
 	l.conn, l.w, l.up = conn, wire.NewWriter(conn, 0), true
 	l.functions = hello.Functions
 	l.mu.Unlock()
-	l.log.Info("servant up", zap.Int("slots", hello.Slots), zap.Strings("tags", hello.Tags), zap.Int("functions", len(hello.Functions)))
 	if l.cfg.OnHello != nil {
 		l.cfg.OnHello(hello.Functions)
 	}
 	l.servant.Up(engine.Announce{Slots: hello.Slots, Tags: hello.Tags, Functions: functionNames(hello.Functions)})
+	l.log.Info("servant up", zap.Int("slots", hello.Slots), zap.Strings("tags", hello.Tags), zap.Int("functions", len(hello.Functions)))
 
 	stop := context.AfterFunc(ctx, func() { conn.Close() })
 	err := l.read(r)

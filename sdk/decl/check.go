@@ -4,8 +4,8 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
-	"math"
 	"strconv"
+	"strings"
 	"time"
 	"unicode/utf8"
 
@@ -149,19 +149,7 @@ func convert(t Type, raw []byte, wantValue bool) (any, error) {
 		}
 	case "int":
 		if c == '-' || isDigit(c) {
-			if n, err := strconv.ParseInt(string(raw), 10, 64); err == nil {
-				return n, nil
-			}
-			f, err := strconv.ParseFloat(string(raw), 64)
-			switch {
-			case err != nil:
-				return nil, fmt.Errorf("not a number")
-			case f != math.Trunc(f):
-				return nil, fmt.Errorf("it has a fraction; an int is never rounded")
-			case f < math.MinInt64 || f >= math.MaxInt64:
-				return nil, fmt.Errorf("it does not fit in 64 bits")
-			}
-			return int64(f), nil
+			return parseIntExact(raw)
 		}
 	case "float":
 		if c == '-' || isDigit(c) {
@@ -349,4 +337,54 @@ func equal(a, b any) bool {
 		return false // enums hold scalars
 	}
 	return a == b
+}
+
+// parseIntExact reads a JSON number as an int64 from its decimal text, so
+// that nothing is rounded: 1.0 and 1e3 are ints, 1.5 and
+// 1.0000000000000001 are not.
+func parseIntExact(raw []byte) (any, error) {
+	s := string(raw)
+	if n, err := strconv.ParseInt(s, 10, 64); err == nil {
+		return n, nil
+	}
+	neg := strings.HasPrefix(s, "-")
+	s = strings.TrimPrefix(s, "-")
+	mant, exp := s, 0
+	if i := strings.IndexAny(s, "eE"); i >= 0 {
+		e, err := strconv.Atoi(strings.TrimPrefix(s[i+1:], "+"))
+		if err != nil || e > 400 || e < -400 {
+			return nil, fmt.Errorf("it does not fit in 64 bits")
+		}
+		mant, exp = s[:i], e
+	}
+	intPart, frac, _ := strings.Cut(mant, ".")
+	digits := intPart + frac
+	point := len(intPart) + exp // digits before the decimal point
+	if point < 0 {
+		point = 0
+	}
+	whole, rest := digits, ""
+	if point < len(digits) {
+		whole, rest = digits[:point], digits[point:]
+	} else {
+		whole += strings.Repeat("0", min(point-len(digits), 20))
+		if point-len(digits) > 20 {
+			return nil, fmt.Errorf("it does not fit in 64 bits")
+		}
+	}
+	if strings.Trim(rest, "0") != "" {
+		return nil, fmt.Errorf("it has a fraction; an int is never rounded")
+	}
+	whole = strings.TrimLeft(whole, "0")
+	if whole == "" {
+		whole = "0"
+	}
+	if neg {
+		whole = "-" + whole
+	}
+	n, err := strconv.ParseInt(whole, 10, 64)
+	if err != nil {
+		return nil, fmt.Errorf("it does not fit in 64 bits")
+	}
+	return n, nil
 }

@@ -196,6 +196,16 @@ type Observer interface {
 	Done(call *Call, servant int, execution time.Duration, ok bool)
 }
 
+// Waker is implemented by algorithms that decide asynchronously, such as
+// compiled plugins: a round may end with calls left waiting while the
+// decision is worked out elsewhere. mserve gives the algorithm a function
+// that starts a new round; the algorithm calls it when its decisions are
+// ready, and applies them in that round. The function is safe to call from
+// any goroutine.
+type Waker interface {
+	SetWaker(wake func())
+}
+
 // Router derives a call's routing string, the key locality-seeking
 // algorithms group calls by.
 type Router interface {
