@@ -19,9 +19,10 @@ type Config struct {
 	Routing     string        // routing function name, or an expr expression over the call (default "first")
 	RouteExpire time.Duration // match's routeExpireMs (default 12s)
 
-	Plugins      []string      // Lua files and folders (and, later, plugin binaries) providing algorithms and routing functions
-	ScriptBudget time.Duration // time one scripted decision may take (default 5ms)
-	Fallback     string        // built-in algorithm deciding when a script cannot (default "least")
+	Plugins        []string      // Lua files, folders of them, and plugin binaries providing algorithms and routing functions
+	ScriptBudget   time.Duration // time one scripted decision may take (default 5ms)
+	PluginDeadline time.Duration // time a compiled plugin may take to decide one batch (default 100ms)
+	Fallback       string        // built-in algorithm deciding when a script or plugin cannot (default "least")
 
 	Spawn      int      // local servants to start
 	Command    []string // the program (and arguments) each one runs

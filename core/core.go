@@ -25,6 +25,7 @@ import (
 	"github.com/mserve/mserve/core/httpfront"
 	"github.com/mserve/mserve/core/link"
 	"github.com/mserve/mserve/core/native"
+	"github.com/mserve/mserve/core/pluginhost"
 	"github.com/mserve/mserve/core/registry"
 	"github.com/mserve/mserve/core/route"
 	"github.com/mserve/mserve/core/script"
@@ -41,6 +42,7 @@ type Balancer struct {
 	gate    *allow.Gate
 	front   *frontend.Front
 	scripts *script.Host
+	plugins []*pluginhost.Host
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -56,7 +58,7 @@ type Balancer struct {
 }
 
 // New checks cfg and builds a Balancer. Nothing listens or runs until Start.
-func New(cfg Config, log *zap.Logger) (*Balancer, error) {
+func New(cfg Config, log *zap.Logger) (_ *Balancer, err error) {
 	if log == nil {
 		log = zap.NewNop()
 	}
@@ -98,6 +100,11 @@ func New(cfg Config, log *zap.Logger) (*Balancer, error) {
 		names[s.Name] = true
 	}
 	b := &Balancer{cfg: cfg, log: log}
+	defer func() {
+		if err != nil {
+			b.closePlugins() // no plugin process outlives a failed start
+		}
+	}()
 	algos, routes, err := b.registries()
 	if err != nil {
 		return nil, err
@@ -131,19 +138,12 @@ func New(cfg Config, log *zap.Logger) (*Balancer, error) {
 // the built-ins, plus what the Lua scripts in cfg.Plugins provide.
 func (b *Balancer) registries() (*algo.Registry, *route.Registry, error) {
 	algos, routes := algo.Builtins(), route.Builtins()
-	files, others, err := script.LuaFiles(b.cfg.Plugins, true)
+	files, binaries, err := script.LuaFiles(b.cfg.Plugins, true)
 	if err != nil {
 		return nil, nil, fmt.Errorf("MSERVE_PLUGINS: %w", err)
 	}
-	if len(others) > 0 {
-		return nil, nil, fmt.Errorf("MSERVE_PLUGINS: %q is not a Lua file (.lua) or a folder of them", others[0])
-	}
 	if len(b.cfg.Plugins) == 0 {
 		return algos, routes, nil
-	}
-	b.scripts, err = script.NewHost(script.Config{Files: files, Budget: b.cfg.ScriptBudget, RouteExpire: b.cfg.RouteExpire, Log: b.log})
-	if err != nil {
-		return nil, nil, err
 	}
 	fallbackName := b.cfg.Fallback
 	if fallbackName == "" {
@@ -151,6 +151,21 @@ func (b *Balancer) registries() (*algo.Registry, *route.Registry, error) {
 	}
 	if _, err := algo.New(algos, fallbackName, algo.Config{}); err != nil {
 		return nil, nil, fmt.Errorf("fallback algorithm: %w", err)
+	}
+	first, _ := routes.Lookup(route.Default)
+	for _, path := range binaries {
+		if err := b.startPlugin(path, algos, routes, fallbackName, first.Value); err != nil {
+			b.closePlugins()
+			return nil, nil, err
+		}
+	}
+	if len(files) == 0 {
+		return algos, routes, nil
+	}
+	b.scripts, err = script.NewHost(script.Config{Files: files, Budget: b.cfg.ScriptBudget, RouteExpire: b.cfg.RouteExpire, Log: b.log})
+	if err != nil {
+		b.closePlugins()
+		return nil, nil, err
 	}
 	set := b.scripts.Set()
 	for _, kind := range []script.Kind{script.KindAlgorithm, script.KindPicker} {
@@ -170,7 +185,6 @@ func (b *Balancer) registries() (*algo.Registry, *route.Registry, error) {
 			}
 		}
 	}
-	first, _ := routes.Lookup(route.Default)
 	for _, name := range set.Names(script.KindRoute) {
 		sc, _, _ := set.Provider(name)
 		if err := routes.Register(registry.Entry[dispatch.Router]{Name: name, Summary: "Lua route", Source: sc.Path,
@@ -181,8 +195,48 @@ func (b *Balancer) registries() (*algo.Registry, *route.Registry, error) {
 	return algos, routes, nil
 }
 
-// DefaultFallback is the built-in algorithm that decides when a script
-// cannot.
+// startPlugin starts a compiled plugin and registers what it provides.
+func (b *Balancer) startPlugin(path string, algos *algo.Registry, routes *route.Registry, fallbackName string, fallbackRoute dispatch.Router) error {
+	h, err := pluginhost.Start(pluginhost.Config{Path: path, Deadline: b.cfg.PluginDeadline, Log: b.log})
+	if err != nil {
+		return err
+	}
+	b.plugins = append(b.plugins, h)
+	m := h.Manifest()
+	for _, ai := range m.Algorithms {
+		err := algos.Register(registry.Entry[algo.Factory]{Name: ai.Name, Summary: ai.Summary, Source: path,
+			Value: func(c algo.Config) (dispatch.Algorithm, error) {
+				fb, err := algo.New(algos, fallbackName, c)
+				if err != nil {
+					return nil, err
+				}
+				return pluginhost.NewAlgorithm(h, ai.Name, ai.Backlog, fb), nil
+			}})
+		if err != nil {
+			return err
+		}
+	}
+	for _, ri := range m.Routes {
+		if err := routes.Register(registry.Entry[dispatch.Router]{Name: ri.Name, Summary: ri.Summary, Source: path,
+			Value: pluginhost.NewRouter(h, ri.Name, fallbackRoute)}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (b *Balancer) closePlugins() {
+	for _, h := range b.plugins {
+		h.Close()
+	}
+	b.plugins = nil
+}
+
+// Plugins returns the compiled plugins running.
+func (b *Balancer) Plugins() []*pluginhost.Host { return b.plugins }
+
+// DefaultFallback is the built-in algorithm that decides when a script or
+// plugin cannot.
 const DefaultFallback = "least"
 
 // chooseRouter picks the routing function: a registered name, or else an
@@ -379,8 +433,9 @@ func (b *Balancer) abort() {
 // answer to its client, then stops links and local servants. It returns
 // when all is stopped; ctx bounds the whole.
 func (b *Balancer) Shutdown(ctx context.Context) error {
-	if b.cancel == nil {
-		return errors.New("mserve was not started")
+	if b.cancel == nil { // never started: only plugins run
+		b.closePlugins()
+		return nil
 	}
 	var err error
 	b.shutdownOnce.Do(func() {
@@ -404,6 +459,7 @@ func (b *Balancer) Shutdown(ctx context.Context) error {
 		}
 		b.cancel()
 		supervise.StopAll(b.procs, b.cfg.Grace)
+		b.closePlugins()
 		b.wg.Wait()
 		err = ctx.Err()
 		st := b.eng.Stats()

@@ -1,0 +1,222 @@
+package pluginhost
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/mserve/mserve/sdk/dispatch"
+	"github.com/mserve/mserve/sdk/plugin"
+)
+
+// maxBatch is the most waiting calls sent to a plugin in one round.
+const maxBatch = 512
+
+// Algorithm is a dispatch.Algorithm whose decisions a plugin makes. It
+// never blocks a round on the plugin: a round that finds no decision ready
+// sends the waiting calls to the plugin in a batch and returns; when the
+// plugin answers, the Algorithm wakes the engine and applies the decisions
+// in the next round. Calls arriving meanwhile go in the next batch, so
+// under load one round trip serves many calls. While the plugin is down or
+// failing, the fallback decides.
+type Algorithm struct {
+	h        *Host
+	name     string
+	backlog  int
+	session  uint64
+	fallback dispatch.Algorithm
+
+	mu       sync.Mutex
+	wake     func()
+	inFlight bool
+	ready    *decision
+	observed []plugin.Observation
+}
+
+// decision is a plugin's answer to one batch, with the calls it was about.
+type decision struct {
+	calls []*dispatch.Call // the batch, by position
+	resp  *plugin.AssignResponse
+	err   error
+}
+
+// NewAlgorithm returns the plugin algorithm called name (with the backlog
+// limit the plugin announced); fallback decides while the plugin cannot.
+func NewAlgorithm(h *Host, name string, backlog int, fallback dispatch.Algorithm) *Algorithm {
+	return &Algorithm{h: h, name: name, backlog: backlog, session: rand.Uint64(), fallback: fallback}
+}
+
+// SetWaker implements dispatch.Waker.
+func (a *Algorithm) SetWaker(wake func()) {
+	a.mu.Lock()
+	a.wake = wake
+	a.mu.Unlock()
+}
+
+// BacklogLimit implements dispatch.BacklogUser.
+func (a *Algorithm) BacklogLimit() int { return a.backlog }
+
+// Done implements dispatch.Observer: the observation goes to the plugin
+// with the next batch.
+func (a *Algorithm) Done(c *dispatch.Call, servant int, execution time.Duration, ok bool) {
+	a.mu.Lock()
+	if len(a.observed) < 4*maxBatch {
+		a.observed = append(a.observed, plugin.Observation{Call: *c, Servant: servant, Execution: execution, OK: ok})
+	}
+	a.mu.Unlock()
+}
+
+// Assign implements dispatch.Algorithm.
+func (a *Algorithm) Assign(calls []*dispatch.Call, servants []*dispatch.Servant, p *dispatch.Plan) {
+	a.mu.Lock()
+	d := a.ready
+	a.ready = nil
+	busy := a.inFlight
+	a.mu.Unlock()
+
+	if d != nil {
+		if err := a.apply(d, calls, p); err != nil {
+			a.h.failed(err)
+			a.h.log.Debug("plugin decision failed; the fallback decides", zap.String("algorithm", a.name), zap.Error(err))
+		} else {
+			a.h.succeeded()
+		}
+	}
+	if busy {
+		return // the plugin is deciding; its answer wakes a new round
+	}
+	stub := a.h.current()
+	if stub == nil {
+		a.h.Stats.Fallbacks.Add(1)
+		a.fallback.Assign(calls, servants, p)
+		return
+	}
+	if d != nil && d.err != nil {
+		// The plugin just failed this batch: the fallback decides it now
+		// rather than the calls waiting another round trip.
+		a.h.Stats.Fallbacks.Add(1)
+		a.fallback.Assign(calls, servants, p)
+	}
+	a.send(stub, calls, servants, p)
+}
+
+// apply takes the decisions of a finished batch for the calls still
+// waiting. A failed batch, or one whose decisions the plan refuses
+// wholesale, is an error: garbage from the plugin.
+func (a *Algorithm) apply(d *decision, calls []*dispatch.Call, p *dispatch.Plan) error {
+	if d.err != nil {
+		return d.err
+	}
+	index := make(map[*dispatch.Call]int, len(calls))
+	for i, c := range calls {
+		index[c] = i
+	}
+	tried, took := 0, 0
+	for _, as := range d.resp.Assignments {
+		if as.Call < 0 || as.Call >= len(d.calls) {
+			continue
+		}
+		ci, still := index[d.calls[as.Call]]
+		if !still {
+			continue // answered meanwhile (timeout, cancel)
+		}
+		tried++
+		if p.Assign(ci, as.Servant) {
+			took++
+		}
+	}
+	if !d.resp.Wake.IsZero() {
+		p.WakeAt(d.resp.Wake)
+	}
+	if len(d.resp.Assignments) > 0 && tried > 0 && took == 0 {
+		return fmt.Errorf("plugin algorithm %q answered %d decisions the plan refused", a.name, tried)
+	}
+	if len(d.resp.Assignments) > 0 && tried == 0 && outOfRange(d) {
+		return fmt.Errorf("plugin algorithm %q answered decisions about calls it was not sent", a.name)
+	}
+	return nil
+}
+
+func outOfRange(d *decision) bool {
+	for _, as := range d.resp.Assignments {
+		if as.Call < 0 || as.Call >= len(d.calls) {
+			return true
+		}
+	}
+	return false
+}
+
+// send starts a batch with the calls still unassigned, if any could move.
+func (a *Algorithm) send(stub *plugin.Client, calls []*dispatch.Call, servants []*dispatch.Servant, p *dispatch.Plan) {
+	var batch []*dispatch.Call
+	for i, c := range calls {
+		if !p.Assigned(i) {
+			batch = append(batch, c)
+			if len(batch) == maxBatch {
+				break
+			}
+		}
+	}
+	if len(batch) == 0 || !anyCapacity(servants, p) {
+		return
+	}
+	req := &plugin.AssignRequest{
+		Algorithm: a.name, Session: a.session, Now: p.Now, MaxBacklog: p.MaxBacklog,
+		Calls: make([]dispatch.Call, len(batch)), Servants: make([]dispatch.Servant, len(servants)),
+	}
+	for i, c := range batch {
+		req.Calls[i] = *c
+	}
+	for i, s := range servants {
+		req.Servants[i] = *s
+		req.Servants[i].Tags = slices.Clone(s.Tags)
+	}
+	a.mu.Lock()
+	req.Observed, a.observed = a.observed, nil
+	a.inFlight = true
+	a.mu.Unlock()
+	a.h.Stats.Decisions.Add(1)
+	a.h.Stats.Calls.Add(uint64(len(batch)))
+	go a.decide(stub, req, batch)
+}
+
+// decide runs one batch in the plugin, within the deadline, then wakes the
+// engine to apply the answer.
+func (a *Algorithm) decide(stub *plugin.Client, req *plugin.AssignRequest, batch []*dispatch.Call) {
+	ctx, cancel := context.WithTimeout(context.Background(), a.h.cfg.Deadline)
+	resp, err := stub.Assign(ctx, req)
+	cancel()
+	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		err = fmt.Errorf("plugin algorithm %q did not decide within %v", a.name, a.h.cfg.Deadline)
+	}
+	a.mu.Lock()
+	a.ready = &decision{calls: batch, resp: resp, err: err}
+	a.inFlight = false
+	wake := a.wake
+	a.mu.Unlock()
+	if wake != nil {
+		wake()
+	}
+}
+
+func anyCapacity(servants []*dispatch.Servant, p *dispatch.Plan) bool {
+	for _, s := range servants {
+		if s.Available() && (s.Free() > 0 || s.Backlog < p.MaxBacklog) {
+			return true
+		}
+	}
+	return false
+}
+
+var (
+	_ dispatch.Algorithm   = (*Algorithm)(nil)
+	_ dispatch.Waker       = (*Algorithm)(nil)
+	_ dispatch.Observer    = (*Algorithm)(nil)
+	_ dispatch.BacklogUser = (*Algorithm)(nil)
+)
