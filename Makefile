@@ -6,13 +6,18 @@ BIN     ?= bin
 FUZZTIME ?= 10s
 BENCHTIME ?= 1s
 
-.PHONY: all build demo test test-short bench fuzz clean
+.PHONY: all build plugins demo test test-short bench fuzz clean
 
 all: build
 
-build:
+build: plugins
 	$(GO) build -o $(BIN)/mserve ./cmd/mserve
 	$(GO) build -o $(BIN)/quickstart-servant ./examples/quickstart
+
+# The compiled dispatch plugins shipped in plugins/, one binary each.
+plugins:
+	@for d in plugins/*/; do n=$$(basename $$d); echo "$(GO) build -o $(BIN)/$$n ./plugins/$$n"; \
+	  $(GO) build -o $(BIN)/$$n ./plugins/$$n || exit 1; done
 
 # Start mserve with 3 local quickstart servants, make real calls, stop.
 demo: build

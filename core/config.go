@@ -41,6 +41,19 @@ type Config struct {
 	MaxBody     int           // largest HTTP request body
 	MaxInFlight int           // unanswered calls per native connection before mserve stops reading it
 	Grace       time.Duration // how long shutdown waits for calls inside to finish (default 10s)
+
+	MaxConns     int           // client connections open at once, both front ends (default 10000); more are refused
+	IdleTimeout  time.Duration // a native connection with nothing in flight and no frame for this long is closed (default 5m; negative: never)
+	FrameTimeout time.Duration // a frame (native) or body (HTTP) that has begun must arrive within this (default 30s)
+
+	HealthInterval time.Duration // rpc.ping every this often (default 2s; negative: no health checks)
+	HealthTimeout  time.Duration // a ping unanswered this long is missed (default 1s)
+	MaxAttempts    int           // servants an idempotent call may be sent to when they are lost under it (default 3)
+	EjectAfter     int           // failed calls in a row that eject a servant (default 5; negative: never)
+	EjectSlower    float64       // latency over this many times its peers' average ejects a servant (default 0: never)
+	EjectFor       time.Duration // first ejection's length, longer each time (default 30s)
+
+	Admin string // admin HTTP address (status, drain); "" disables it
 }
 
 // DefaultTimeout is the per-call deadline when Config.Timeout is 0.

@@ -18,8 +18,10 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/mserve/mserve/core/admin"
 	"github.com/mserve/mserve/core/algo"
 	"github.com/mserve/mserve/core/allow"
+	"github.com/mserve/mserve/core/connlimit"
 	"github.com/mserve/mserve/core/engine"
 	"github.com/mserve/mserve/core/frontend"
 	"github.com/mserve/mserve/core/httpfront"
@@ -43,6 +45,8 @@ type Balancer struct {
 	front   *frontend.Front
 	scripts *script.Host
 	plugins []*pluginhost.Host
+	conns   *connlimit.Limiter
+	started time.Time
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -53,8 +57,10 @@ type Balancer struct {
 	native *native.Server
 	http   *http.Server
 
-	nativeLn, httpLn net.Listener
-	shutdownOnce     sync.Once
+	nativeLn, httpLn, adminLn net.Listener
+	admin                     *admin.Handler
+	adminSrv                  *http.Server
+	shutdownOnce              sync.Once
 }
 
 // New checks cfg and builds a Balancer. Nothing listens or runs until Start.
@@ -76,6 +82,18 @@ func New(cfg Config, log *zap.Logger) (_ *Balancer, err error) {
 	}
 	if cfg.Grace <= 0 {
 		cfg.Grace = DefaultGrace
+	}
+	cfg.HealthInterval = orDefault(cfg.HealthInterval, 2*time.Second)
+	cfg.IdleTimeout = orDefault(cfg.IdleTimeout, 5*time.Minute)
+	cfg.FrameTimeout = orDefault(cfg.FrameTimeout, 30*time.Second)
+	switch {
+	case cfg.EjectAfter == 0:
+		cfg.EjectAfter = 5
+	case cfg.EjectAfter < 0:
+		cfg.EjectAfter = 0
+	}
+	if cfg.MaxConns <= 0 {
+		cfg.MaxConns = 10_000
 	}
 	if cfg.Spawn < 0 {
 		return nil, fmt.Errorf("servant count must not be negative, got %d", cfg.Spawn)
@@ -127,7 +145,8 @@ func New(cfg Config, log *zap.Logger) (_ *Balancer, err error) {
 	}
 	eng := engine.New(engine.Config{
 		Algorithm: a, Router: router, Timeout: cfg.Timeout, MaxQueue: cfg.MaxQueue, Log: log,
-		Unserved: gate.Unserved,
+		Unserved: gate.Unserved, MaxAttempts: cfg.MaxAttempts,
+		EjectAfter: cfg.EjectAfter, EjectSlower: cfg.EjectSlower, EjectFor: cfg.EjectFor,
 	})
 	b.eng, b.gate = eng, gate
 	b.front = &frontend.Front{Engine: eng, Gate: gate, Version: cfg.Version}
@@ -268,6 +287,29 @@ func (b *Balancer) reloadScripts() {
 	b.scripts.Reload(files)
 }
 
+// RestartServant restarts the process of the servant mserve started at
+// index (0 for s1).
+func (b *Balancer) RestartServant(index int) error {
+	if index < 0 || index >= len(b.procs) {
+		return fmt.Errorf("no local servant %d", index+1)
+	}
+	return b.procs[index].Restart()
+}
+
+// adminView adapts the Balancer to the admin endpoint.
+type adminView struct{ *Balancer }
+
+func (a adminView) Status() any { return a.Balancer.Status() }
+
+// Reload re-reads the allowlist and the scripts.
+func (a adminView) Reload() error {
+	err := a.Balancer.Reload()
+	if a.scripts != nil {
+		a.reloadScripts()
+	}
+	return err
+}
+
 // Gate returns the balancer's allowlist gate.
 func (b *Balancer) Gate() *allow.Gate { return b.gate }
 
@@ -287,6 +329,17 @@ func (b *Balancer) Reload() error {
 
 func spawnName(i int) string { return "s" + strconv.Itoa(i+1) }
 
+// orDefault returns def for 0, 0 for a negative d (turned off), else d.
+func orDefault(d, def time.Duration) time.Duration {
+	switch {
+	case d == 0:
+		return def
+	case d < 0:
+		return 0
+	}
+	return d
+}
+
 // Engine returns the balancer's dispatch engine.
 func (b *Balancer) Engine() *engine.Engine { return b.eng }
 
@@ -296,6 +349,14 @@ func (b *Balancer) Processes() []*supervise.Process { return b.procs }
 // NativeAddr returns the address the native front end listens on, once
 // started, or "".
 func (b *Balancer) NativeAddr() string { return addrOf(b.nativeLn) }
+
+// AdminAddr returns the address the admin endpoint listens on, once
+// started, or "".
+func (b *Balancer) AdminAddr() string { return addrOf(b.adminLn) }
+
+// Admin returns the admin endpoint's handler, once started, so that other
+// pages can be added to it; nil without an admin address.
+func (b *Balancer) Admin() *admin.Handler { return b.admin }
 
 // HTTPAddr returns the address the HTTP front end listens on, once
 // started, or "".
@@ -326,7 +387,18 @@ func (b *Balancer) Start() error {
 			return fmt.Errorf("HTTP front end: %w", err)
 		}
 	}
+	if b.cfg.Admin != "" {
+		if b.adminLn, err = net.Listen("tcp", b.cfg.Admin); err != nil {
+			for _, ln := range []net.Listener{b.nativeLn, b.httpLn} {
+				if ln != nil {
+					ln.Close()
+				}
+			}
+			return fmt.Errorf("admin endpoint: %w", err)
+		}
+	}
 	b.ctx, b.cancel = context.WithCancel(context.Background())
+	b.started = time.Now()
 	localSecret := b.cfg.ServantSecret
 	if localSecret == "" {
 		localSecret = randomSecret()
@@ -364,12 +436,15 @@ func (b *Balancer) Start() error {
 		b.addLink(engine.ServantSpec{Name: s.Name, Addr: s.Addr, Slots: s.Slots, Tags: s.Tags}, b.cfg.ServantSecret)
 	}
 
+	b.conns = connlimit.New(b.cfg.MaxConns)
 	if b.nativeLn != nil {
-		b.native = native.New(native.Config{MaxFrame: b.cfg.MaxFrame, MaxInFlight: b.cfg.MaxInFlight, Log: b.log}, b.front)
+		b.native = native.New(native.Config{MaxFrame: b.cfg.MaxFrame, MaxInFlight: b.cfg.MaxInFlight,
+			IdleTimeout: b.cfg.IdleTimeout, FrameTimeout: b.cfg.FrameTimeout, Log: b.log}, b.front)
+		ln := b.conns.Wrap(b.nativeLn, native.RefuseTooMany(b.cfg.MaxConns))
 		b.wg.Add(1)
 		go func() {
 			defer b.wg.Done()
-			if err := b.native.Serve(b.nativeLn); err != nil {
+			if err := b.native.Serve(ln); err != nil {
 				b.log.Error("native front end stopped", zap.Error(err))
 			}
 		}()
@@ -378,20 +453,33 @@ func (b *Balancer) Start() error {
 		b.http = &http.Server{
 			Handler:           httpfront.New(b.front, b.cfg.MaxBody),
 			ReadHeaderTimeout: 10 * time.Second,
-			IdleTimeout:       5 * time.Minute,
+			ReadTimeout:       10*time.Second + b.cfg.FrameTimeout,
+			IdleTimeout:       b.cfg.IdleTimeout,
 			MaxHeaderBytes:    64 << 10,
 			ErrorLog:          zap.NewStdLog(b.log.With(zap.String("front", "http"))),
 		}
 		b.wg.Add(1)
 		go func() {
 			defer b.wg.Done()
-			if err := b.http.Serve(b.httpLn); err != nil && !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, net.ErrClosed) {
+			if err := b.http.Serve(b.conns.Wrap(b.httpLn, httpfront.RefuseTooMany(b.cfg.MaxConns))); err != nil && !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, net.ErrClosed) {
 				b.log.Error("HTTP front end stopped", zap.Error(err))
 			}
 		}()
 	}
+	if b.adminLn != nil {
+		b.admin = admin.New(adminView{b})
+		b.adminSrv = &http.Server{Handler: b.admin, ReadHeaderTimeout: 10 * time.Second,
+			ErrorLog: zap.NewStdLog(b.log.With(zap.String("front", "admin")))}
+		b.wg.Add(1)
+		go func() {
+			defer b.wg.Done()
+			if err := b.adminSrv.Serve(b.adminLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				b.log.Error("admin endpoint stopped", zap.Error(err))
+			}
+		}()
+	}
 	b.log.Info("mserve started",
-		zap.String("native", b.NativeAddr()), zap.String("http", b.HTTPAddr()), zap.Stringer("allowlist", b.gate),
+		zap.String("native", b.NativeAddr()), zap.String("http", b.HTTPAddr()), zap.String("admin", b.AdminAddr()), zap.Stringer("allowlist", b.gate),
 		zap.String("algo", b.cfg.Algorithm), zap.String("routing", b.cfg.Routing),
 		zap.Int("spawned", b.cfg.Spawn), zap.Int("remote", len(b.cfg.Servants)))
 	return nil
@@ -408,6 +496,7 @@ func randomSecret() string {
 func (b *Balancer) addLink(spec engine.ServantSpec, secret string) *link.Link {
 	name := spec.Name
 	l := link.New(link.Config{Name: spec.Name, Addr: spec.Addr, Secret: secret, MaxFrame: b.cfg.MaxFrame, Log: b.log,
+		HealthInterval: b.cfg.HealthInterval, HealthTimeout: b.cfg.HealthTimeout,
 		OnHello: func(functions []string) { b.gate.Announce(name, functions) }})
 	l.Attach(b.eng.AddServant(spec, l))
 	b.links = append(b.links, l)
@@ -418,7 +507,7 @@ func (b *Balancer) addLink(spec engine.ServantSpec, secret string) *link.Link {
 
 func (b *Balancer) abort() {
 	b.cancel()
-	for _, ln := range []net.Listener{b.nativeLn, b.httpLn} {
+	for _, ln := range []net.Listener{b.nativeLn, b.httpLn, b.adminLn} {
 		if ln != nil {
 			ln.Close()
 		}
@@ -456,6 +545,9 @@ func (b *Balancer) Shutdown(ctx context.Context) error {
 		}
 		if b.native != nil {
 			b.native.Close()
+		}
+		if b.adminSrv != nil {
+			b.adminSrv.Shutdown(ctx)
 		}
 		b.cancel()
 		supervise.StopAll(b.procs, b.cfg.Grace)

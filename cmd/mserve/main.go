@@ -5,6 +5,8 @@
 //	mserve call [flags] METHOD [ARGS...]   make one call and print its result and info
 //	mserve bench [flags] METHOD [ARGS...]  closed-loop load generator
 //	mserve check ALLOWLIST                 validate an allowlist file
+//	mserve status                          the running mserve's state, as tables
+//	mserve drain|undrain|restart SERVANT   maintenance of one servant
 //	mserve new-secret                      make a random secret and its hash for the allowlist
 //	mserve hash-secret [SECRET]            hash a secret for the allowlist
 //
@@ -37,6 +39,14 @@ func run(args []string) int {
 			return benchMain(args[1:])
 		case "check":
 			return checkMain(args[1:])
+		case "status":
+			return statusMain(args[1:])
+		case "drain":
+			return maintenanceMain("drain", "stop sending new calls to a servant and wait for its running calls to finish", args[1:])
+		case "undrain":
+			return maintenanceMain("undrain", "put a drained servant back in dispatch", args[1:])
+		case "restart":
+			return maintenanceMain("restart", "drain a servant it started, wait for its calls, restart its process and put it back", args[1:])
 		case "hash-secret":
 			return hashSecretMain(args[1:])
 		case "new-secret":

@@ -222,6 +222,7 @@ func (g *Gate) pass(user string, f *Func, c *engine.Call) *jsonrpc.Error {
 	}
 	c.Params = params
 	c.User = user
+	c.Idempotent = f.Decl.Idempotent
 	return nil
 }
 

@@ -67,10 +67,11 @@ const (
 type Call struct {
 	dispatch.Call // what routing functions and algorithms see
 
-	ID      []byte        // the client's raw JSON-RPC id; nil for a notification
-	Timeout time.Duration // this call's deadline; 0 uses the engine's default
-	Reply   Replier       // receives the answer; nil discards it
-	Owner   any           // the front end's own reference (its connection), untouched by the engine
+	ID         []byte        // the client's raw JSON-RPC id; nil for a notification
+	Timeout    time.Duration // this call's deadline; 0 uses the engine's default
+	Idempotent bool          // safe to run twice: re-dispatched if its servant is lost while running it
+	Reply      Replier       // receives the answer; nil discards it
+	Owner      any           // the front end's own reference (its connection), untouched by the engine
 
 	// LinkID is the id the servant link gave the call on the servant's
 	// connection. Only the link reads or writes it.
@@ -85,6 +86,7 @@ type Call struct {
 	sentAt   time.Time
 	timer    *time.Timer
 	counted  bool // taken in: counted in Engine.inside until answered
+	attempts int  // times it was sent to a servant
 	answered atomic.Bool
 }
 

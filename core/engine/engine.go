@@ -42,6 +42,17 @@ type Config struct {
 	Router    dispatch.Router    // derives routing strings; nil leaves them empty
 	Timeout   time.Duration      // default deadline per call; 0 means none
 	MaxQueue  int                // calls waiting (queue plus backlogs) before new ones are refused as overloaded; 0 means DefaultMaxQueue
+	// MaxAttempts bounds how many servants an idempotent call is sent to
+	// when they are lost under it; 0 means DefaultMaxAttempts.
+	MaxAttempts int
+	// Ejection of outliers: a servant whose last EjectAfter calls failed
+	// (internal errors, timeouts on it, lost) or whose latency passes
+	// EjectSlower times its peers' average is taken out of dispatch for
+	// EjectFor (longer each time), but never more than half the servants.
+	// Zero EjectAfter and EjectSlower turn each rule off.
+	EjectAfter  int
+	EjectSlower float64
+	EjectFor    time.Duration
 	// Unserved makes the error for a call to a function no servant serves
 	// (every servant has said what it serves, and none named it); nil
 	// answers "method not found".
@@ -53,14 +64,24 @@ type Config struct {
 // DefaultMaxQueue is the queue bound when Config.MaxQueue is 0.
 const DefaultMaxQueue = 100_000
 
+// DefaultMaxAttempts is Config.MaxAttempts when 0.
+const DefaultMaxAttempts = 3
+
+// DefaultEjectFor is Config.EjectFor when 0.
+const DefaultEjectFor = 30 * time.Second
+
 // Engine is the dispatch core. Create it with New.
 type Engine struct {
-	unserved func(method string) *jsonrpc.Error
-	router   dispatch.Router
-	timeout  time.Duration
-	maxQueue int
-	log      *zap.Logger
-	now      func() time.Time
+	unserved    func(method string) *jsonrpc.Error
+	maxAttempts int
+	ejectAfter  int
+	ejectSlower float64
+	ejectFor    time.Duration
+	router      dispatch.Router
+	timeout     time.Duration
+	maxQueue    int
+	log         *zap.Logger
+	now         func() time.Time
 
 	mu         sync.Mutex
 	algo       dispatch.Algorithm
@@ -77,6 +98,7 @@ type Engine struct {
 	drained    chan struct{} // closed when closed and every call taken in has been answered
 	closing    atomic.Bool   // closed, readable without the lock
 	inside     atomic.Int64  // calls taken in and not yet answered
+	ejected    int           // servants ejected now
 	wakeTimer  *time.Timer
 	wakeAt     time.Time
 
@@ -86,12 +108,16 @@ type Engine struct {
 // New returns an engine with no servants.
 func New(cfg Config) *Engine {
 	e := &Engine{
-		unserved: cfg.Unserved,
-		router:   cfg.Router,
-		timeout:  cfg.Timeout,
-		maxQueue: cfg.MaxQueue,
-		log:      cfg.Log,
-		now:      cfg.Now,
+		unserved:    cfg.Unserved,
+		maxAttempts: cfg.MaxAttempts,
+		ejectAfter:  cfg.EjectAfter,
+		ejectSlower: cfg.EjectSlower,
+		ejectFor:    cfg.EjectFor,
+		router:      cfg.Router,
+		timeout:     cfg.Timeout,
+		maxQueue:    cfg.MaxQueue,
+		log:         cfg.Log,
+		now:         cfg.Now,
 	}
 	if e.maxQueue <= 0 {
 		e.maxQueue = DefaultMaxQueue
@@ -101,6 +127,12 @@ func New(cfg Config) *Engine {
 	}
 	if e.now == nil {
 		e.now = time.Now
+	}
+	if e.maxAttempts <= 0 {
+		e.maxAttempts = DefaultMaxAttempts
+	}
+	if e.ejectFor <= 0 {
+		e.ejectFor = DefaultEjectFor
 	}
 	if e.unserved == nil {
 		e.unserved = func(method string) *jsonrpc.Error {
@@ -250,6 +282,9 @@ func (e *Engine) abandon(c *Call, mkErr func(where, *Servant) *jsonrpc.Error) {
 		return
 	}
 	err := mkErr(w, s)
+	if w == running && err.Code == jsonrpc.Timeout {
+		s.failure(now)
+	}
 	a := Answer{Err: err, Elapsed: now.Sub(c.Arrived), Remaining: e.queued + e.running}
 	if w == running {
 		a.Servant, a.Execution = s.view.Name, now.Sub(c.sentAt)
@@ -308,6 +343,9 @@ func (e *Engine) availability() string {
 // round runs the algorithm over the waiting calls and applies its plan.
 // Calls to send now are appended to sends. Caller holds e.mu.
 func (e *Engine) round(sends []*Call, now time.Time) []*Call {
+	if e.ejected > 0 {
+		e.readmit(now)
+	}
 	if e.q.len() == 0 || !e.hasCapacity() {
 		return sends
 	}
@@ -325,6 +363,7 @@ func (e *Engine) round(sends []*Call, now time.Time) []*Call {
 			}
 			c.where = running
 			c.sentAt = now
+			c.attempts++
 			s.addRun(c)
 			e.queued--
 			e.running++
@@ -362,6 +401,15 @@ func (e *Engine) scheduleWake(at, now time.Time) {
 	} else {
 		e.wakeTimer.Reset(d)
 	}
+}
+
+// kick runs a round now, for a change made outside a round (a servant
+// taken out of dispatch moves its waiting calls to others).
+func (e *Engine) kick() {
+	e.mu.Lock()
+	sends := e.round(nil, e.now())
+	e.mu.Unlock()
+	e.send(sends, nil)
 }
 
 func (e *Engine) wake() {
@@ -403,7 +451,8 @@ func (e *Engine) sendFailed(c *Call, sends []*Call) []*Call {
 	case answered: // timed out or cancelled meanwhile: nothing left to do
 		c.where = nowhere
 	}
-	if s.view.Healthy {
+	c.attempts--
+	if s.connected {
 		// The link has not reported Down yet; it will, and that runs a
 		// round. Running one now would pick the same servant again.
 		return sends
@@ -489,7 +538,7 @@ func (e *Engine) Drain(ctx context.Context) error {
 // counters are the engine's running totals.
 type counters struct {
 	submitted, ok, servantErrors, timeouts, lost, overloaded, cancelled, other atomic.Uint64
-	rejected, routeErrors                                                      atomic.Uint64
+	rejected, routeErrors, redispatched, ejections                             atomic.Uint64
 }
 
 func (e *Engine) count(a *Answer) {
@@ -525,6 +574,8 @@ type Stats struct {
 	Other           uint64             // … any other error from mserve
 	Rejected        uint64             // assignments the algorithm made that the plan refused
 	RouteErrors     uint64             // calls whose routing function failed
+	Redispatched    uint64             // idempotent calls sent to another servant after theirs was lost
+	Ejections       uint64             // times a servant was ejected as an outlier
 	Servants        []dispatch.Servant // a copy of each servant's view
 }
 
@@ -542,5 +593,6 @@ func (e *Engine) Stats() Stats {
 	st.Timeouts, st.Lost = e.stats.timeouts.Load(), e.stats.lost.Load()
 	st.Overloaded, st.Cancelled, st.Other = e.stats.overloaded.Load(), e.stats.cancelled.Load(), e.stats.other.Load()
 	st.Rejected, st.RouteErrors = e.stats.rejected.Load(), e.stats.routeErrors.Load()
+	st.Redispatched, st.Ejections = e.stats.redispatched.Load(), e.stats.ejections.Load()
 	return st
 }

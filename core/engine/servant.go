@@ -1,9 +1,12 @@
 package engine
 
 import (
+	"fmt"
 	"net"
 	"slices"
 	"time"
+
+	"go.uber.org/zap"
 
 	"github.com/mserve/mserve/sdk/dispatch"
 	"github.com/mserve/mserve/sdk/jsonrpc"
@@ -21,6 +24,13 @@ type Servant struct {
 	fixedSlots bool    // slots set at launch win over the servant's own
 	backlog    []*Call // assigned, waiting for a slot
 	run        []*Call // sent and not yet answered or lost
+
+	connected    bool      // its link is up
+	unhealthy    bool      // failing health checks
+	failures     int       // calls failed in a row
+	ejections    int       // times ejected
+	ejectedUntil time.Time // while ejected
+	idleWaiters  []chan struct{}
 }
 
 // ServantSpec describes a servant being added.
@@ -74,7 +84,8 @@ func (s *Servant) Up(a Announce) {
 	e := s.e
 	e.mu.Lock()
 	v := &s.view
-	v.Healthy = true
+	s.connected, s.unhealthy = true, false // a fresh connection is healthy until checks say otherwise
+	s.setHealthy()
 	v.Used, v.LastRoute, v.LastUsed = false, "", time.Time{}
 	if a.Slots > 0 && !s.fixedSlots {
 		v.Slots = a.Slots
@@ -112,13 +123,18 @@ func (s *Servant) Down(lost []*Call, cause error) {
 	now := e.now()
 	e.mu.Lock()
 	v := &s.view
-	v.Healthy = false
+	s.connected = false
+	s.setHealthy()
 	v.Used, v.LastRoute = false, "" // release its routing string at once
-	var answer []*Call
+	var answer, again []*Call
 	for _, c := range lost {
 		switch c.where {
 		case running:
-			answer = append(answer, c)
+			if c.Idempotent && c.attempts < e.maxAttempts {
+				again = append(again, c) // safe to run elsewhere
+			} else {
+				answer = append(answer, c)
+			}
 		case answered:
 		default:
 			continue // not ours any more
@@ -127,6 +143,18 @@ func (s *Servant) Down(lost []*Call, cause error) {
 		s.unrun(c)
 		v.InFlight--
 		e.running--
+	}
+	if len(lost) > 0 {
+		s.failure(now)
+	}
+	if len(again) > 0 {
+		for _, c := range again {
+			c.where = waiting
+			c.servant = nil
+		}
+		e.q.pushFront(again)
+		e.queued += len(again)
+		e.stats.redispatched.Add(uint64(len(again)))
 	}
 	if len(s.backlog) > 0 {
 		for _, c := range s.backlog {
@@ -139,6 +167,7 @@ func (s *Servant) Down(lost []*Call, cause error) {
 	}
 	sends := e.round(nil, now)
 	remaining := e.queued + e.running
+	s.notifyIdle()
 	e.mu.Unlock()
 	e.send(sends, nil)
 	for _, c := range answer {
@@ -180,10 +209,17 @@ func (s *Servant) Done(c *Call, resp *jsonrpc.Response, f *wire.Flusher) {
 	if e.observer != nil {
 		e.observer.Done(&c.Call, s.index, exec, ok)
 	}
+	if ok || !internalError(resp.Error) {
+		s.failures = 0
+		s.checkSlow(now)
+	} else {
+		s.failure(now)
+	}
 	var buf [4]*Call
 	sends := s.fromBacklog(buf[:0], now)
 	sends = e.round(sends, now)
 	remaining := e.queued + e.running
+	s.notifyIdle()
 	e.mu.Unlock()
 	e.send(sends, f)
 	if !wasAnswered {
@@ -244,3 +280,187 @@ func (s *Servant) unrun(c *Call) {
 
 // running returns the calls running on s. Caller holds e.mu.
 func (s *Servant) running() []*Call { return s.run }
+
+// setHealthy recomputes the view's Healthy: connected and passing health
+// checks. Caller holds e.mu.
+func (s *Servant) setHealthy() { s.view.Healthy = s.connected && !s.unhealthy }
+
+// SetHealth records the result of the link's health checks: a servant
+// failing them is taken out of dispatch (its running calls go on) and put
+// back when it passes again.
+func (s *Servant) SetHealth(ok bool) {
+	e := s.e
+	e.mu.Lock()
+	if s.unhealthy == !ok {
+		e.mu.Unlock()
+		return
+	}
+	s.unhealthy = !ok
+	s.setHealthy()
+	var sends []*Call
+	if ok {
+		now := e.now()
+		sends = s.fromBacklog(nil, now)
+		sends = e.round(sends, now)
+	} else {
+		s.requeueBacklog()
+	}
+	e.mu.Unlock()
+	e.send(sends, nil)
+	if !ok {
+		e.kick()
+	}
+}
+
+// requeueBacklog sends the calls waiting for this servant's slots back to
+// the queue: they were never sent. Caller holds e.mu.
+func (s *Servant) requeueBacklog() {
+	if len(s.backlog) == 0 {
+		return
+	}
+	for _, c := range s.backlog {
+		c.where = waiting
+		c.servant = nil
+	}
+	s.e.q.pushFront(s.backlog)
+	s.backlog = nil
+	s.view.Backlog = 0
+}
+
+// internalError reports whether a servant's raw error object says the
+// servant itself failed (-32603) rather than refusing the call.
+func internalError(raw []byte) bool {
+	e, err := jsonrpc.DecodeError(raw)
+	return err == nil && e.Code == jsonrpc.InternalError
+}
+
+// failure counts a failed call (internal error, timeout on the servant,
+// lost) and ejects the servant after EjectAfter in a row. Caller holds
+// e.mu.
+func (s *Servant) failure(now time.Time) {
+	s.failures++
+	if s.e.ejectAfter > 0 && s.failures >= s.e.ejectAfter {
+		s.eject(now, fmt.Sprintf("%d calls failed in a row", s.failures))
+	}
+}
+
+// checkSlow ejects the servant when its latency passes EjectSlower times
+// the average of its available peers (after enough calls to judge). Caller
+// holds e.mu.
+func (s *Servant) checkSlow(now time.Time) {
+	e := s.e
+	if e.ejectSlower <= 0 || s.view.Served < 20 {
+		return
+	}
+	var sum time.Duration
+	n := 0
+	for _, v := range e.views {
+		if v != &s.view && v.Available() && v.Served >= 20 {
+			sum += v.Latency
+			n++
+		}
+	}
+	if n < 2 {
+		return
+	}
+	if avg := sum / time.Duration(n); float64(s.view.Latency) > e.ejectSlower*float64(avg) {
+		s.eject(now, fmt.Sprintf("latency %v is over %.1f× its peers' %v", s.view.Latency, e.ejectSlower, avg))
+	}
+}
+
+// eject takes the servant out of dispatch for EjectFor times the number of
+// its ejections, unless half the servants are out already. Caller holds
+// e.mu.
+func (s *Servant) eject(now time.Time, why string) {
+	e := s.e
+	if s.view.Ejected || 2*(e.ejected+1) > len(e.servants) {
+		return
+	}
+	s.ejections++
+	s.failures = 0
+	s.view.Ejected = true
+	s.ejectedUntil = now.Add(e.ejectFor * time.Duration(s.ejections))
+	e.ejected++
+	e.stats.ejections.Add(1)
+	s.requeueBacklog()
+	e.scheduleWake(s.ejectedUntil, now)
+	e.log.Warn("servant ejected", zap.String("servant", s.view.Name), zap.String("why", why),
+		zap.Duration("for", s.ejectedUntil.Sub(now)))
+}
+
+// readmit ends ejections whose time is up. Caller holds e.mu.
+func (e *Engine) readmit(now time.Time) {
+	for _, s := range e.servants {
+		if s.view.Ejected && !now.Before(s.ejectedUntil) {
+			s.view.Ejected = false
+			e.ejected--
+			e.log.Info("servant readmitted after ejection", zap.String("servant", s.view.Name))
+		}
+	}
+}
+
+// notifyIdle wakes whoever waits for the servant to have nothing in
+// flight or waiting. Caller holds e.mu.
+func (s *Servant) notifyIdle() {
+	if len(s.idleWaiters) == 0 || s.view.InFlight > 0 || len(s.backlog) > 0 {
+		return
+	}
+	for _, ch := range s.idleWaiters {
+		close(ch)
+	}
+	s.idleWaiters = nil
+}
+
+// Lookup returns the servant called name, or nil.
+func (e *Engine) Lookup(name string) *Servant {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for _, s := range e.servants {
+		if s.view.Name == name {
+			return s
+		}
+	}
+	return nil
+}
+
+// SetDraining starts or ends draining the servant: while draining it gets
+// no new calls (those waiting for its slots go back to the queue) and its
+// running calls finish. Idle reports when they have.
+func (s *Servant) SetDraining(on bool) {
+	e := s.e
+	e.mu.Lock()
+	s.view.Draining = on
+	var sends []*Call
+	if on {
+		s.requeueBacklog()
+	} else {
+		now := e.now()
+		sends = e.round(nil, now)
+	}
+	e.mu.Unlock()
+	e.send(sends, nil)
+	if on {
+		e.kick()
+	}
+}
+
+// Idle returns a channel closed once the servant has no call running or
+// waiting for its slots.
+func (s *Servant) Idle() <-chan struct{} {
+	e := s.e
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	ch := make(chan struct{})
+	s.idleWaiters = append(s.idleWaiters, ch)
+	s.notifyIdle()
+	return ch
+}
+
+// View returns a copy of what algorithms see of the servant.
+func (s *Servant) View() dispatch.Servant {
+	s.e.mu.Lock()
+	defer s.e.mu.Unlock()
+	v := s.view
+	v.Tags = slices.Clone(v.Tags)
+	return v
+}

@@ -5,7 +5,9 @@ package httpfront
 
 import (
 	"errors"
+	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strings"
 
@@ -128,4 +130,13 @@ func (x *exchange) Answer(c *engine.Call, a *engine.Answer) {
 		return
 	}
 	x.done <- engine.AppendResponse(make([]byte, 0, 256), c, a)
+}
+
+// RefuseTooMany returns what the HTTP front end tells a connection beyond
+// the connection limit: 503 with a JSON-RPC error, before closing it.
+func RefuseTooMany(limit int) func(net.Conn) {
+	body := jsonrpc.AppendErrorResponse(nil, nil, jsonrpc.Errorf(jsonrpc.Overloaded,
+		"overloaded: mserve has its maximum of %d client connections open; retry later", limit), nil)
+	resp := fmt.Appendf(nil, "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nContent-Length: %d\r\nConnection: close\r\nRetry-After: 1\r\n\r\n%s", len(body), body)
+	return func(c net.Conn) { c.Write(resp) }
 }

@@ -33,6 +33,14 @@ type Config struct {
 	MinBackoff  time.Duration // first wait between dial attempts; 0 means 10ms
 	MaxBackoff  time.Duration // longest wait; 0 means 2s
 	Log         *zap.Logger
+	// Health checks: every HealthInterval the link sends rpc.ping; a
+	// servant that does not answer within HealthTimeout HealthFall times
+	// in a row is taken out of dispatch until it answers HealthRise times
+	// in a row. A zero HealthInterval turns checks off.
+	HealthInterval time.Duration
+	HealthTimeout  time.Duration // default HealthInterval/2
+	HealthFall     int           // default 3
+	HealthRise     int           // default 2
 	// OnHello, when set, receives the declarations the servant announced
 	// on each connection (nil when it declared nothing), before the servant
 	// takes calls.
@@ -56,6 +64,8 @@ type Link struct {
 	nextID    uint64
 	pending   map[uint64]*engine.Call
 	functions []string
+	pingID    uint64        // id of the health check awaiting its answer
+	pong      chan struct{} // signalled when it comes
 }
 
 // New returns a link that is not yet running. Attach it to its engine
@@ -80,7 +90,17 @@ func New(cfg Config) *Link {
 	if log == nil {
 		log = zap.NewNop()
 	}
+	if cfg.HealthTimeout <= 0 {
+		cfg.HealthTimeout = cfg.HealthInterval / 2
+	}
+	if cfg.HealthFall <= 0 {
+		cfg.HealthFall = 3
+	}
+	if cfg.HealthRise <= 0 {
+		cfg.HealthRise = 2
+	}
 	return &Link{
+		pong:    make(chan struct{}, 1),
 		cfg:     cfg,
 		log:     log.With(zap.String("servant", cfg.Name), zap.String("addr", cfg.Addr)),
 		kick:    make(chan struct{}, 1),
@@ -228,9 +248,14 @@ func (l *Link) serve(ctx context.Context, conn net.Conn, r *wire.Reader, hello *
 	l.servant.Up(engine.Announce{Slots: hello.Slots, Tags: hello.Tags, Functions: functionNames(hello.Functions)})
 	l.log.Info("servant up", zap.Int("slots", hello.Slots), zap.Strings("tags", hello.Tags), zap.Int("functions", len(hello.Functions)))
 
+	connCtx, endConn := context.WithCancel(ctx)
 	stop := context.AfterFunc(ctx, func() { conn.Close() })
+	if l.cfg.HealthInterval > 0 {
+		go l.check(connCtx)
+	}
 	err := l.read(r)
 	stop()
+	endConn()
 
 	l.mu.Lock()
 	l.up = false
@@ -278,11 +303,84 @@ func (l *Link) read(r *wire.Reader) error {
 		l.mu.Lock()
 		c := l.pending[id]
 		delete(l.pending, id)
+		isPong := c == nil && id == l.pingID
 		l.mu.Unlock()
+		if isPong {
+			select {
+			case l.pong <- struct{}{}:
+			default:
+			}
+		}
 		if c == nil {
-			continue // the answer to a hello or ping, or a duplicate
+			continue // the answer to a hello or health check, or a duplicate
 		}
 		l.servant.Done(c, &resp, &f)
+	}
+}
+
+// check runs health checks on one connection until ctx ends. Any answer
+// to rpc.ping counts (a plain JSON-RPC server's "method not found" too):
+// it shows the servant is alive and reading.
+func (l *Link) check(ctx context.Context) {
+	t := time.NewTicker(l.cfg.HealthInterval)
+	defer t.Stop()
+	fails, oks, healthy := 0, 0, true
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if l.ping(ctx) {
+			fails, oks = 0, oks+1
+			if !healthy && oks >= l.cfg.HealthRise {
+				healthy = true
+				l.log.Info("servant passes health checks again; back in dispatch")
+				l.servant.SetHealth(true)
+			}
+			continue
+		}
+		oks, fails = 0, fails+1
+		if healthy && fails >= l.cfg.HealthFall {
+			healthy = false
+			l.log.Warn("servant fails health checks; out of dispatch until it answers",
+				zap.Int("missed", fails), zap.Duration("timeout", l.cfg.HealthTimeout))
+			l.servant.SetHealth(false)
+		}
+	}
+}
+
+// ping sends one rpc.ping and reports whether it was answered in time.
+func (l *Link) ping(ctx context.Context) bool {
+	select { // drop a late answer to an earlier ping
+	case <-l.pong:
+	default:
+	}
+	l.mu.Lock()
+	if !l.up {
+		l.mu.Unlock()
+		return false
+	}
+	l.nextID++
+	id := l.nextID
+	l.pingID = id
+	w := l.w
+	l.mu.Unlock()
+	buf, start := wire.BeginFrame(w.Begin())
+	buf = append(buf, `{"jsonrpc":"2.0","id":`...)
+	buf = strconv.AppendUint(buf, id, 10)
+	buf = append(buf, `,"method":"`+wire.MethodPing+`"}`...)
+	buf, _ = wire.EndFrame(buf, start, 0)
+	w.End(buf)
+	t := time.NewTimer(l.cfg.HealthTimeout)
+	defer t.Stop()
+	select {
+	case <-l.pong:
+		return true
+	case <-t.C:
+		return false
+	case <-ctx.Done():
+		return false
 	}
 }
 

@@ -21,9 +21,11 @@ import (
 
 // Config sets up a Server.
 type Config struct {
-	MaxFrame    int // largest frame accepted; 0 means wire.DefaultMaxFrame
-	MaxInFlight int // calls one connection may have unanswered before mserve stops reading from it; 0 means 1024
-	Log         *zap.Logger
+	MaxFrame     int           // largest frame accepted; 0 means wire.DefaultMaxFrame
+	MaxInFlight  int           // calls one connection may have unanswered before mserve stops reading from it; 0 means 1024
+	IdleTimeout  time.Duration // close a connection with nothing in flight that sends no frame for this long; 0 means never
+	FrameTimeout time.Duration // a frame that has begun must arrive within this; 0 means no limit
+	Log          *zap.Logger
 }
 
 // Server accepts native connections and feeds their calls to an engine.
@@ -111,18 +113,36 @@ func (s *Server) Close() {
 
 // conn is one client connection.
 type conn struct {
-	client *frontend.Client
-	s      *Server
-	nc     net.Conn
-	w      *wire.Writer
-	tokens chan struct{} // one per unanswered request: bounds in-flight calls
+	client  *frontend.Client
+	inFrame bool // a frame's header has been read and its body not yet
+	s       *Server
+	nc      net.Conn
+	w       *wire.Writer
+	tokens  chan struct{} // one per unanswered request: bounds in-flight calls
 }
 
 func (c *conn) serve() {
 	defer c.s.wg.Done()
 	r := wire.NewReader(c.nc, c.s.cfg.MaxFrame)
+	r.OnHeader = func() {
+		c.inFrame = true
+		if ft := c.s.cfg.FrameTimeout; ft > 0 {
+			c.nc.SetReadDeadline(time.Now().Add(ft))
+		}
+	}
 	err := c.read(r)
 	c.shutdown(err)
+}
+
+// waitDeadline sets the deadline for the next frame to begin: the idle
+// timeout when nothing is in flight, none otherwise (a client may wait
+// long for a slow call).
+func (c *conn) waitDeadline() {
+	var d time.Time
+	if it := c.s.cfg.IdleTimeout; it > 0 && len(c.tokens) == 0 {
+		d = time.Now().Add(it)
+	}
+	c.nc.SetReadDeadline(d)
 }
 
 // read handles requests until the connection fails. The writes a burst of
@@ -134,11 +154,13 @@ func (c *conn) read(r *wire.Reader) error {
 	for {
 		if !r.HasFrame() {
 			f.Flush()
+			c.waitDeadline()
 		}
 		frame, err := r.ReadFrame(nil)
 		if err != nil {
 			return err
 		}
+		c.inFrame = false
 		c.tokens <- struct{}{} // blocks while the connection has its maximum of calls unanswered
 		if jsonrpc.IsBatch(frame) {
 			c.s.front.ServeBatch(frame, c.client, func(resp []byte) {
@@ -193,6 +215,11 @@ func (c *conn) shutdown(err error) {
 		c.w.WriteFrame(jsonrpc.AppendErrorResponse(nil, nil, jsonrpc.Errorf(jsonrpc.TooLarge, "%v; closing the connection", err), nil))
 	case errors.Is(err, wire.ErrNotFramed): // the peer could not read a frame: answer in plain text
 		c.w.End(append(c.w.Begin(), notFramedReply...))
+	case isTimeout(err) && !c.inFrame:
+		// idle too long: close quietly
+	case isTimeout(err):
+		c.w.WriteFrame(jsonrpc.AppendErrorResponse(nil, nil, jsonrpc.Errorf(jsonrpc.InvalidRequest,
+			"invalid request: a frame was not completed within %v; closing the connection", c.s.cfg.FrameTimeout), nil))
 	case err == nil || errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) || err == errAuthFailed:
 	default:
 		if ce := c.s.log.Check(zap.DebugLevel, "client connection ended"); ce != nil {
@@ -207,6 +234,11 @@ func (c *conn) shutdown(err error) {
 	c.s.mu.Unlock()
 }
 
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
 // errAuthFailed ends a connection whose rpc.hello failed to authenticate.
 var errAuthFailed = errors.New("authentication failed")
 
@@ -218,3 +250,11 @@ var notFramedReply = bytes.Join([][]byte{
 	[]byte("HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\n"),
 	[]byte("this is mserve's native port: it speaks length-prefixed JSON-RPC frames; send JSON-RPC over HTTP to the -http address\n"),
 }, nil)
+
+// RefuseTooMany returns what the native front end tells a connection
+// beyond the connection limit: an error frame, before closing it.
+func RefuseTooMany(limit int) func(net.Conn) {
+	frame := wire.AppendFrame(nil, jsonrpc.AppendErrorResponse(nil, nil, jsonrpc.Errorf(jsonrpc.Overloaded,
+		"overloaded: mserve has its maximum of %d client connections open; retry later", limit), nil))
+	return func(c net.Conn) { c.Write(frame) }
+}

@@ -66,6 +66,7 @@ type Process struct {
 	cmd      *exec.Cmd
 	restarts int
 	pid      int
+	asked    bool // the current exit was asked for (Restart)
 }
 
 // Start begins supervising: the servant is started at once and restarted
@@ -153,7 +154,16 @@ func (p *Process) loop() {
 		if ran >= p.cfg.ResetAfter {
 			backoff = p.cfg.MinBackoff
 		}
-		p.log.Warn("servant exited; restarting", zap.Error(describeExit(err)), zap.Duration("ran", ran), zap.Duration("backoff", backoff))
+		p.mu.Lock()
+		asked := p.asked
+		p.asked = false
+		p.mu.Unlock()
+		if asked {
+			backoff = p.cfg.MinBackoff
+			p.log.Info("servant stopped for a restart; starting it again", zap.Duration("ran", ran))
+		} else {
+			p.log.Warn("servant exited; restarting", zap.Error(describeExit(err)), zap.Duration("ran", ran), zap.Duration("backoff", backoff))
+		}
 		t := time.NewTimer(backoff)
 		select {
 		case <-p.stop:
@@ -201,6 +211,20 @@ func (p *Process) Stop(grace time.Duration) {
 		}
 	}
 	<-p.done
+}
+
+// Restart stops the servant's process gracefully (SIGTERM); the supervisor
+// starts it again as after any exit.
+func (p *Process) Restart() error {
+	p.mu.Lock()
+	cmd := p.cmd
+	p.asked = cmd != nil
+	p.mu.Unlock()
+	if cmd == nil {
+		return errors.New("servant is not running")
+	}
+	terminate(cmd)
+	return nil
 }
 
 // Kill kills the servant's process now (for tests and maintenance); the

@@ -42,6 +42,7 @@ type Servant struct {
 	Functions map[string]bool // the functions it serves; nil means all
 	Healthy   bool            // connected and passing health checks
 	Draining  bool            // taking no new calls (maintenance)
+	Ejected   bool            // taken out for a while after failing or being much slower than its peers
 	Latency   time.Duration   // moving average of execution time
 	Served    uint64          // calls it has answered
 }
@@ -49,8 +50,9 @@ type Servant struct {
 // Free returns the number of free slots.
 func (s *Servant) Free() int { return s.Slots - s.InFlight }
 
-// Available reports whether the servant may be given new calls.
-func (s *Servant) Available() bool { return s.Healthy && !s.Draining }
+// Available reports whether the servant may be given new calls: healthy,
+// not draining, not ejected.
+func (s *Servant) Available() bool { return s.Healthy && !s.Draining && !s.Ejected }
 
 // Serves reports whether the servant serves method.
 func (s *Servant) Serves(method string) bool { return s.Functions == nil || s.Functions[method] }

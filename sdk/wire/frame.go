@@ -38,12 +38,22 @@ var ErrNotFramed = errors.New("stream is not length-prefixed frames (HTTP or bar
 // ErrTruncated is returned when the stream ends inside a frame.
 var ErrTruncated = errors.New("connection closed in the middle of a frame")
 
+// readBuffer is a Reader's buffer: large enough to take a burst of small
+// frames in one read, small enough for ten thousand idle connections.
+// Frames larger than it are read straight into their own buffer.
+const readBuffer = 16 << 10
+
 // Reader reads frames from a stream.
 type Reader struct {
 	r     *bufio.Reader
 	limit int
 	first bool
 	hdr   [HeaderSize]byte
+
+	// OnHeader, when set, is called after a frame's header has been read
+	// and before its body is: a server sets a deadline for the body there,
+	// so that a frame trickling in byte by byte cannot hold a connection.
+	OnHeader func()
 }
 
 // NewReader returns a Reader over r that refuses frames longer than limit
@@ -52,7 +62,7 @@ func NewReader(r io.Reader, limit int) *Reader {
 	if limit <= 0 {
 		limit = DefaultMaxFrame
 	}
-	return &Reader{r: bufio.NewReaderSize(r, 64<<10), limit: limit, first: true}
+	return &Reader{r: bufio.NewReaderSize(r, readBuffer), limit: limit, first: true}
 }
 
 // Limit returns the largest frame body the reader accepts.
@@ -101,6 +111,9 @@ func (r *Reader) ReadFrame(dst []byte) ([]byte, error) {
 	n := binary.BigEndian.Uint32(hdr)
 	if int64(n) > int64(r.limit) {
 		return dst[:0], &FrameTooLargeError{Size: n, Limit: r.limit}
+	}
+	if r.OnHeader != nil {
+		r.OnHeader()
 	}
 	if cap(dst) < int(n) {
 		dst = make([]byte, n)

@@ -1,0 +1,318 @@
+package script
+
+// What scripts see: the call, servant and plan tables, and the mserve
+// table. A script prints what it sees (print goes to the debug log) and the
+// test reads it back.
+
+import (
+	"fmt"
+	"math"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
+
+	"github.com/mserve/mserve/sdk/dispatch"
+)
+
+// showLua defines show(key, value), which prints "key<TAB>type<TAB>value".
+const showLua = `
+local function show(k, v) print(k, type(v), tostring(v)) end
+`
+
+// seen collects what a script printed with show: key → "type:value".
+func seen(logs *observer.ObservedLogs) map[string]string {
+	out := map[string]string{}
+	for _, e := range logs.TakeAll() {
+		if e.Message != "script print" {
+			continue
+		}
+		parts := strings.SplitN(fieldString(e, "text"), "\t", 3)
+		if len(parts) == 3 {
+			out[parts[0]] = parts[1] + ":" + parts[2]
+		}
+	}
+	return out
+}
+
+// expectSeen checks exact values; a want of "number~X" compares numbers
+// within 1µs.
+func expectSeen(t *testing.T, got map[string]string, want map[string]string) {
+	t.Helper()
+	for k, w := range want {
+		g, ok := got[k]
+		if !ok {
+			t.Errorf("%s: not shown", k)
+			continue
+		}
+		if x, ok := strings.CutPrefix(w, "number~"); ok {
+			wf, _ := strconv.ParseFloat(x, 64)
+			gs, isNum := strings.CutPrefix(g, "number:")
+			gf, err := strconv.ParseFloat(gs, 64)
+			if !isNum || err != nil || math.Abs(gf-wf) > 1e-6 {
+				t.Errorf("%s = %s, want the number %s", k, g, x)
+			}
+			continue
+		}
+		if g != w {
+			t.Errorf("%s = %s, want %s", k, g, w)
+		}
+	}
+}
+
+func secs(t time.Time) string { return "number~" + formatSeconds(t) }
+
+const viewLua = showLua + `
+local call_fields = {"method", "route", "user", "params", "arrived", "index"}
+local servant_fields = {"index", "name", "addr", "host", "slots", "in_flight", "free", "backlog", "used",
+  "last_route", "last_used", "healthy", "draining", "available", "latency", "served"}
+
+local function show_call(p, c)
+  show(p .. "args_before", rawget(c, "args")) -- decoded on first use only
+  for _, k in ipairs(call_fields) do show(p .. k, c[k]) end
+  local args = c.args
+  show(p .. "args", type(args) == "table" and "table" or args)
+  show(p .. "args_after", type(rawget(c, "args")))
+  if type(args) == "table" then
+    show(p .. "#args", #args)
+    for j = 1, #args do
+      local a = args[j]
+      if type(a) == "table" then
+        show(p .. "args[" .. j .. "]", "table")
+        for k, v in pairs(a) do show(p .. "args[" .. j .. "]." .. tostring(k), type(v) == "table" and #v or v) end
+      else
+        show(p .. "args[" .. j .. "]", a)
+      end
+    end
+    local keys = {}
+    for k in pairs(args) do if type(k) == "string" then keys[#keys + 1] = k end end
+    table.sort(keys)
+    show(p .. "named", table.concat(keys, ","))
+    for _, k in ipairs(keys) do show(p .. "args." .. k, args[k]) end
+  end
+end
+
+local function show_servant(p, s)
+  for _, k in ipairs(servant_fields) do show(p .. k, s[k]) end
+  local tags = {}
+  for i = 1, #s.tags do tags[i] = s.tags[i] end
+  show(p .. "tags", table.concat(tags, ","))
+  show(p .. "tags.gpu", s.tags.gpu)
+  show(p .. "tags.none", s.tags.none)
+end
+
+mserve.algorithm("view", function(calls, servants, plan)
+  show("#calls", #calls)
+  show("#servants", #servants)
+  show("plan.now", plan.now)
+  show("route_expire", mserve.route_expire)
+  show("type(mserve.now())", type(mserve.now()))
+  show("mserve.date(2026-01-02)", mserve.date("2026-01-02"))
+  show("mserve.date(rfc3339)", mserve.date("2026-01-02T09:30:00.5Z"))
+  show("mserve.date(bad)", mserve.date("yesterday"))
+  show("mserve.date(number)", mserve.date(20260102))
+  for i = 1, math.min(#calls, 3) do show_call("call" .. i .. ".", calls[i]) end
+  for j = 1, #servants do show_servant("servant" .. j .. ".", servants[j]) end
+  -- Consistency within a round: an assignment shows at once.
+  local s = servants[1]
+  show("before.in_flight", s.in_flight)
+  show("assign", plan.assign(1, 1))
+  show("after.in_flight", s.in_flight)
+  show("after.free", s.free)
+  show("after.used", s.used)
+  show("after.last_route", s.last_route)
+  show("can_take(1, 1)", plan.can_take(1, 1)) -- already assigned
+  show("assign again", plan.assign(1, 1))
+  show("can_take(2, 2)", plan.can_take(2, 2)) -- s2 is down
+  show("assign out of range", plan.assign(99, 1))
+  show("method form", plan:can_take(1, 2))
+  plan.wake_at(plan.now + 1.5)
+end)
+
+mserve.picker("pick_view", function(call, servants, plan)
+  show("picker.index", call.index)
+  show("picker.route", call.route)
+  show("picker.args[1]", call.args[1])
+  show("picker.#servants", #servants)
+  show("picker.plan.now", plan.now)
+  return nil
+end)
+
+mserve.route("route_view", function(call)
+  show_call("route.", call)
+  return "ok"
+end)
+`
+
+func TestScriptView(t *testing.T) {
+	log, logs := observed(zapcore.DebugLevel)
+	h := newHost(t, Config{Files: []string{writeScript(t, t.TempDir(), "view.lua", viewLua)}, RouteExpire: 7500 * time.Millisecond, Log: log, Budget: time.Second})
+	lastUsed := t0.Add(-3 * time.Second)
+	servants := []*dispatch.Servant{
+		{Name: "gpu1", Addr: "10.0.0.6:7001", Host: "10.0.0.6", Tags: []string{"gpu", "rdb"}, Slots: 4, InFlight: 1, Backlog: 2,
+			Used: true, LastRoute: "MSFT", LastUsed: lastUsed, Healthy: true, Latency: 2500 * time.Microsecond, Served: 17},
+		{Name: "s2", Addr: "127.0.0.1:7002", Host: "127.0.0.1", Slots: 1, Healthy: false, Draining: true},
+	}
+	calls := []*dispatch.Call{
+		{Method: "proc1", Params: []byte(`["IBM",42,{"a":[1,2]},null,true]`), Route: "IBM", User: "alice", Arrived: t0.Add(-1500 * time.Millisecond)},
+		{Method: "hdb", Params: []byte(`{"sym":"IBM","date":"2025-01-02","n":null,"px":1.5}`), Route: "IBM", Arrived: t0.Add(-time.Second)},
+		{Method: "ping", Arrived: t0},
+	}
+	a := NewAlgorithm(h, "view", failFallback(t, "view"))
+	var p dispatch.Plan
+	p.Reset(calls, servants, t0)
+	a.Assign(calls, servants, &p)
+	got := seen(logs)
+
+	expectSeen(t, got, map[string]string{
+		"#calls": "number:3", "#servants": "number:2",
+		"plan.now": secs(t0), "route_expire": "number:7.5", "type(mserve.now())": "string:number",
+		"mserve.date(2026-01-02)": secs(time.Date(2026, 1, 2, 0, 0, 0, 0, time.UTC)),
+		"mserve.date(rfc3339)":    secs(time.Date(2026, 1, 2, 9, 30, 0, 5e8, time.UTC)),
+		"mserve.date(bad)":        "nil:nil", "mserve.date(number)": "nil:nil",
+
+		// A positional call.
+		"call1.args_before": "nil:nil", "call1.method": "string:proc1", "call1.route": "string:IBM", "call1.user": "string:alice",
+		"call1.params": `string:["IBM",42,{"a":[1,2]},null,true]`, "call1.arrived": secs(t0.Add(-1500 * time.Millisecond)),
+		"call1.index": "number:1", "call1.args": "string:table", "call1.args_after": "string:table",
+		"call1.args[1]": "string:IBM", "call1.args[2]": "number:42", "call1.args[3]": "string:table", "call1.args[3].a": "number:2",
+		"call1.args[4]": "nil:nil", "call1.args[5]": "boolean:true", "call1.named": "string:",
+		// A call with named params: args by name; null is nil.
+		"call2.method": "string:hdb", "call2.user": "string:", "call2.index": "number:2", "call2.#args": "number:0",
+		"call2.named": "string:date,px,sym", "call2.args.sym": "string:IBM", "call2.args.date": "string:2025-01-02", "call2.args.px": "number:1.5",
+		"call2.params": `string:{"sym":"IBM","date":"2025-01-02","n":null,"px":1.5}`,
+		// No params at all.
+		"call3.params": "string:", "call3.args": "nil:nil", "call3.route": "string:", "call3.arrived": secs(t0),
+
+		"servant1.index": "number:1", "servant1.name": "string:gpu1", "servant1.addr": "string:10.0.0.6:7001", "servant1.host": "string:10.0.0.6",
+		"servant1.tags": "string:gpu,rdb", "servant1.tags.gpu": "boolean:true", "servant1.tags.none": "nil:nil",
+		"servant1.slots": "number:4", "servant1.in_flight": "number:1", "servant1.free": "number:3", "servant1.backlog": "number:2",
+		"servant1.used": "boolean:true", "servant1.last_route": "string:MSFT", "servant1.last_used": secs(lastUsed),
+		"servant1.healthy": "boolean:true", "servant1.draining": "boolean:false", "servant1.available": "boolean:true",
+		"servant1.latency": "number:0.0025", "servant1.served": "number:17",
+		"servant2.index": "number:2", "servant2.name": "string:s2", "servant2.tags": "string:", "servant2.tags.gpu": "nil:nil",
+		"servant2.used": "boolean:false", "servant2.last_route": "nil:nil", "servant2.last_used": "number:0",
+		"servant2.healthy": "boolean:false", "servant2.draining": "boolean:true", "servant2.available": "boolean:false",
+		"servant2.latency": "number:0", "servant2.served": "number:0", "servant2.free": "number:1",
+
+		"before.in_flight": "number:1", "assign": "boolean:true",
+		"after.in_flight": "number:2", "after.free": "number:2", "after.used": "boolean:true", "after.last_route": "string:IBM",
+		"can_take(1, 1)": "boolean:false", "assign again": "boolean:false", "can_take(2, 2)": "boolean:false",
+		"assign out of range": "boolean:false", "method form": "boolean:true",
+	})
+	if as := p.Assignments(); len(as) != 1 || as[0] != (dispatch.Assignment{Call: 0, Servant: 0}) {
+		t.Errorf("assignments %v, want call 1 to servant 1", as)
+	}
+	if p.Rejected() != 2 {
+		t.Errorf("Rejected() = %d, want 2 (assign again, out of range)", p.Rejected())
+	}
+	if want := t0.Add(1500 * time.Millisecond); !sameWake(p.Wake(), want) {
+		t.Errorf("wake %v, want %v", p.Wake(), want)
+	}
+	if servants[0].InFlight != 2 || servants[0].LastRoute != "IBM" {
+		t.Errorf("the view after the round: %+v", *servants[0])
+	}
+
+	t.Run("next round sees the changes and keeps decoded args", func(t *testing.T) {
+		servants[0].InFlight, servants[0].Served, servants[0].LastUsed = 0, 18, t0
+		servants[1].Healthy, servants[1].Draining = true, false
+		servants[1].Tags = []string{"gpu"}
+		next := t0.Add(time.Second)
+		var p dispatch.Plan
+		p.Reset(calls[1:], servants, next)
+		a.Assign(calls[1:], servants, &p)
+		got := seen(logs)
+		expectSeen(t, got, map[string]string{
+			"#calls": "number:2", "plan.now": secs(next),
+			"call1.method": "string:hdb", "call1.index": "number:1",
+			"servant1.in_flight": "number:0", "servant1.free": "number:4", "servant1.served": "number:18", "servant1.last_used": secs(t0),
+			"servant1.last_route": "string:IBM",
+			"servant2.available":  "boolean:true", "servant2.tags": "string:gpu", "servant2.tags.gpu": "boolean:true",
+		})
+		// args was decoded in the previous round and is kept while the
+		// call waits.
+		if g := got["call1.args_before"]; !strings.HasPrefix(g, "table:") {
+			t.Errorf("call1.args_before = %s, want the table decoded last round", g)
+		}
+	})
+
+	t.Run("picker", func(t *testing.T) {
+		pa := NewAlgorithm(h, "pick_view", failFallback(t, "pick_view"))
+		vs := views(t0, srv{}, srv{})
+		round(pa, calls[:1], vs, t0)
+		expectSeen(t, seen(logs), map[string]string{
+			"picker.index": "number:1", "picker.route": "string:IBM", "picker.args[1]": "string:IBM",
+			"picker.#servants": "number:2", "picker.plan.now": secs(t0),
+		})
+	})
+
+	t.Run("routing function", func(t *testing.T) {
+		r := NewRouter(h, "route_view", &fixedRouter{route: "fallback"})
+		if got, err := r.Route(calls[0]); got != "ok" || err != nil {
+			t.Fatalf("routed %q, %v", got, err)
+		}
+		expectSeen(t, seen(logs), map[string]string{
+			"route.method": "string:proc1", "route.user": "string:alice", "route.arrived": secs(calls[0].Arrived),
+			"route.params": `string:["IBM",42,{"a":[1,2]},null,true]`, "route.args[1]": "string:IBM", "route.args[2]": "number:42",
+			"route.route": "nil:nil", "route.index": "nil:nil", // not known yet when routing
+		})
+	})
+}
+
+// TestScriptWindow checks that a round shows scripts at most the 256
+// oldest waiting calls.
+func TestScriptWindow(t *testing.T) {
+	log, logs := observed(zapcore.DebugLevel)
+	src := showLua + `mserve.algorithm("w", function(calls, servants, plan)
+  show("#calls", #calls)
+  show("last", calls[#calls].route)
+  for i = 1, #calls do plan.assign(i, 1) end
+end)`
+	h := newHost(t, Config{Files: []string{writeScript(t, t.TempDir(), "w.lua", src)}, Log: log, Budget: time.Second})
+	a := NewAlgorithm(h, "w", failFallback(t, "w"))
+	routes := make([]string, 300)
+	for i := range routes {
+		routes[i] = fmt.Sprint(i + 1)
+	}
+	calls := queue(routes...)
+	o := round(a, calls, views(t0, srv{slots: 1000}), t0)
+	expectSeen(t, seen(logs), map[string]string{"#calls": "number:256", "last": "string:256"})
+	if len(o.assigned) != 256 {
+		t.Errorf("assigned %d calls, want the 256 of the window", len(o.assigned))
+	}
+	// The next round (fewer calls) shows no stale entries past the end.
+	round(a, calls[:10], views(t0, srv{slots: 1000}), t0)
+	expectSeen(t, seen(logs), map[string]string{"#calls": "number:10", "last": "string:10"})
+}
+
+// TestScriptWritesToViewsDoNotStick checks that a script writing into the
+// tables it is shown (by mistake, or as scratch space) does not falsify
+// what it, or the next round, sees: each round must show the servants and
+// calls as they are.
+func TestScriptWritesToViewsDoNotStick(t *testing.T) {
+	log, logs := observed(zapcore.DebugLevel)
+	src := showLua + `
+local round = 0
+mserve.algorithm("scribble", function(calls, servants, plan)
+  round = round + 1
+  show("round" .. round .. ".free", servants[1].free)
+  show("round" .. round .. ".available", servants[1].available)
+  show("round" .. round .. ".method", calls[1].method)
+  servants[1].free = 99
+  servants[1].available = false
+  calls[1].method = "scribbled"
+end)`
+	h := newHost(t, Config{Files: []string{writeScript(t, t.TempDir(), "s.lua", src)}, Log: log, Budget: time.Second})
+	a := NewAlgorithm(h, "scribble", failFallback(t, "scribble"))
+	calls := queue("a")
+	vs := views(t0, srv{})
+	round(a, calls, vs, t0)
+	round(a, calls, vs, t0)
+	expectSeen(t, seen(logs), map[string]string{
+		"round1.free": "number:1", "round1.available": "boolean:true", "round1.method": "string:f",
+		"round2.free": "number:1", "round2.available": "boolean:true", "round2.method": "string:f",
+	})
+}
