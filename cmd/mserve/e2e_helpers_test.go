@@ -230,6 +230,7 @@ type mserveProc struct {
 	cmd    *exec.Cmd
 	native string // host:port of the native front end
 	http   string // host:port of the HTTP front end
+	admin  string // host:port of the admin endpoint
 	log    *logBuf
 	stdout *logBuf
 
@@ -255,11 +256,11 @@ type mserveOpts struct {
 func startMserve(t testing.TB, o mserveOpts) *mserveProc {
 	t.Helper()
 	p := &mserveProc{
-		t: t, native: freeAddr(t), http: freeAddr(t),
+		t: t, native: freeAddr(t), http: freeAddr(t), admin: freeAddr(t),
 		log: newLogBuf(), stdout: newLogBuf(),
 		done: make(chan struct{}), pids: map[int]bool{},
 	}
-	args := []string{"-http", p.http, "-listen", p.native, "-log", "debug", "-log-format", "json"}
+	args := []string{"-http", p.http, "-listen", p.native, "-admin", p.admin, "-log", "debug", "-log-format", "json"}
 	args = append(args, o.flags...)
 	args = append(args, o.servants...)
 	p.cmd = exec.Command(mserveBin, args...)
