@@ -65,7 +65,7 @@ const DefaultGrace = 10 * time.Second
 // ServantSpec names a servant that mserve dials rather than starts.
 type ServantSpec struct {
 	Name  string   // unique name; defaults to Addr
-	Addr  string   // host:port
+	Addr  string   // host:port (native protocol) or http(s):// URL (JSON-RPC over HTTP)
 	Slots int      // calls it runs at once; 0 lets the servant say (default 1)
 	Tags  []string // labels algorithms may route by
 }
@@ -73,9 +73,11 @@ type ServantSpec struct {
 // ParseServants parses a servant list: entries separated by commas or
 // spaces, each
 //
-//	[name@]host:port[?slots=N&tag=T&tag=U]
+//	[name@]host:port[?slots=N&tag=T&tag=U]      a servant speaking the native protocol
+//	[name@]http://host:port/path[?slots=N&…]    a JSON-RPC 2.0 server over HTTP
 //
-// for example "10.0.0.5:7001,gpu1@10.0.0.6:7001?slots=4&tag=gpu".
+// for example "10.0.0.5:7001,gpu1@10.0.0.6:7001?slots=4&tag=gpu,py@http://10.0.0.7:8000/".
+// (A URL's own query string cannot be given: '?' starts mserve's options.)
 func ParseServants(list string) ([]ServantSpec, error) {
 	var out []ServantSpec
 	for _, entry := range strings.FieldsFunc(list, func(r rune) bool { return r == ',' || r == ' ' || r == '\n' || r == '\t' }) {
@@ -91,21 +93,28 @@ func ParseServants(list string) ([]ServantSpec, error) {
 func parseServant(entry string) (ServantSpec, error) {
 	var spec ServantSpec
 	addr, query, _ := strings.Cut(entry, "?")
-	if name, rest, ok := strings.Cut(addr, "@"); ok {
+	if name, rest, ok := strings.Cut(addr, "@"); ok && !strings.Contains(name, "://") {
 		if name == "" {
 			return spec, fmt.Errorf("empty name before '@'")
 		}
 		spec.Name, addr = name, rest
 	}
-	host, port, err := net.SplitHostPort(addr)
-	if err != nil {
-		return spec, fmt.Errorf("want host:port: %v", err)
-	}
-	if host == "" {
-		return spec, fmt.Errorf("missing host in %q", addr)
-	}
-	if p, err := strconv.Atoi(port); err != nil || p <= 0 || p > 65535 {
-		return spec, fmt.Errorf("port %q is not a number from 1 to 65535", port)
+	if strings.HasPrefix(addr, "http://") || strings.HasPrefix(addr, "https://") {
+		u, err := url.Parse(addr)
+		if err != nil || u.Host == "" {
+			return spec, fmt.Errorf("bad URL %q: want http://host:port/path", addr)
+		}
+	} else {
+		host, port, err := net.SplitHostPort(addr)
+		if err != nil {
+			return spec, fmt.Errorf("want host:port or an http:// URL: %v", err)
+		}
+		if host == "" {
+			return spec, fmt.Errorf("missing host in %q", addr)
+		}
+		if p, err := strconv.Atoi(port); err != nil || p <= 0 || p > 65535 {
+			return spec, fmt.Errorf("port %q is not a number from 1 to 65535", port)
+		}
 	}
 	spec.Addr = addr
 	if spec.Name == "" {

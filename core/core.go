@@ -52,7 +52,6 @@ type Balancer struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
-	links  []*link.Link
 	procs  []*supervise.Process
 	native *native.Server
 	http   *http.Server
@@ -493,13 +492,26 @@ func randomSecret() string {
 	return hex.EncodeToString(b[:])
 }
 
-func (b *Balancer) addLink(spec engine.ServantSpec, secret string) *link.Link {
+// servantLink is what Start needs of a link, native or HTTP.
+type servantLink interface {
+	Attach(*engine.Servant)
+	Run(context.Context)
+	Kick()
+	engine.Transport
+}
+
+func (b *Balancer) addLink(spec engine.ServantSpec, secret string) servantLink {
 	name := spec.Name
-	l := link.New(link.Config{Name: spec.Name, Addr: spec.Addr, Secret: secret, MaxFrame: b.cfg.MaxFrame, Log: b.log,
+	cfg := link.Config{Name: spec.Name, Addr: spec.Addr, Secret: secret, MaxFrame: b.cfg.MaxFrame, Log: b.log,
 		HealthInterval: b.cfg.HealthInterval, HealthTimeout: b.cfg.HealthTimeout,
-		OnHello: func(functions []string) { b.gate.Announce(name, functions) }})
+		OnHello: func(functions []string) { b.gate.Announce(name, functions) }}
+	var l servantLink
+	if strings.HasPrefix(spec.Addr, "http://") || strings.HasPrefix(spec.Addr, "https://") {
+		l = link.NewHTTP(cfg)
+	} else {
+		l = link.New(cfg)
+	}
 	l.Attach(b.eng.AddServant(spec, l))
-	b.links = append(b.links, l)
 	b.wg.Add(1)
 	go func() { defer b.wg.Done(); l.Run(b.ctx) }()
 	return l

@@ -3,6 +3,7 @@ package engine
 import (
 	"fmt"
 	"net"
+	"net/url"
 	"slices"
 	"time"
 
@@ -61,6 +62,9 @@ func (e *Engine) AddServant(spec ServantSpec, t Transport) *Servant {
 }
 
 func hostOf(addr string) string {
+	if u, err := url.Parse(addr); err == nil && u.Host != "" {
+		addr = u.Host
+	}
 	if h, _, err := net.SplitHostPort(addr); err == nil {
 		return h
 	}
@@ -126,6 +130,37 @@ func (s *Servant) Down(lost []*Call, cause error) {
 	s.connected = false
 	s.setHealthy()
 	v.Used, v.LastRoute = false, "" // release its routing string at once
+	answer := s.lose(lost, now)
+	s.requeueBacklog()
+	sends := e.round(nil, now)
+	remaining := e.queued + e.running
+	s.notifyIdle()
+	e.mu.Unlock()
+	e.send(sends, nil)
+	s.answerLost(answer, cause, now, remaining)
+}
+
+// Lost reports that the exchange of one call with the servant failed
+// without an answer (an HTTP request cut off): the call is handled as if
+// the servant had been lost under it, but the servant stays in dispatch.
+func (s *Servant) Lost(c *Call, cause error) {
+	e := s.e
+	now := e.now()
+	e.mu.Lock()
+	answer := s.lose([]*Call{c}, now)
+	sends := e.round(nil, now)
+	remaining := e.queued + e.running
+	s.notifyIdle()
+	e.mu.Unlock()
+	e.send(sends, nil)
+	s.answerLost(answer, cause, now, remaining)
+}
+
+// lose takes lost calls off the servant: idempotent ones go back to the
+// queue for another servant, the others are returned to be answered
+// "servant lost". Caller holds e.mu.
+func (s *Servant) lose(lost []*Call, now time.Time) []*Call {
+	e := s.e
 	var answer, again []*Call
 	for _, c := range lost {
 		switch c.where {
@@ -141,10 +176,10 @@ func (s *Servant) Down(lost []*Call, cause error) {
 		}
 		c.where = nowhere
 		s.unrun(c)
-		v.InFlight--
+		s.view.InFlight--
 		e.running--
 	}
-	if len(lost) > 0 {
+	if len(answer)+len(again) > 0 { // lost while running, not after being given up on
 		s.failure(now)
 	}
 	if len(again) > 0 {
@@ -156,25 +191,16 @@ func (s *Servant) Down(lost []*Call, cause error) {
 		e.queued += len(again)
 		e.stats.redispatched.Add(uint64(len(again)))
 	}
-	if len(s.backlog) > 0 {
-		for _, c := range s.backlog {
-			c.where = waiting
-			c.servant = nil
-		}
-		e.q.pushFront(s.backlog)
-		s.backlog = nil
-		v.Backlog = 0
-	}
-	sends := e.round(nil, now)
-	remaining := e.queued + e.running
-	s.notifyIdle()
-	e.mu.Unlock()
-	e.send(sends, nil)
-	for _, c := range answer {
+	return answer
+}
+
+func (s *Servant) answerLost(calls []*Call, cause error, now time.Time, remaining int) {
+	name := s.view.Name
+	for _, c := range calls {
 		c.answer(&Answer{
 			Err: jsonrpc.Errorf(jsonrpc.ServantLost,
-				"servant lost: %s went away while running the call (%v); it may or may not have run", v.Name, cause),
-			Servant: v.Name, Elapsed: now.Sub(c.Arrived), Execution: now.Sub(c.sentAt), Remaining: remaining,
+				"servant lost: %s went away while running the call (%v); it may or may not have run", name, cause),
+			Servant: name, Elapsed: now.Sub(c.Arrived), Execution: now.Sub(c.sentAt), Remaining: remaining,
 		})
 	}
 }

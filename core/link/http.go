@@ -1,0 +1,277 @@
+package link
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/mserve/mserve/core/engine"
+	"github.com/mserve/mserve/sdk/jsonrpc"
+	"github.com/mserve/mserve/sdk/wire"
+)
+
+// HTTPLink is the link to a servant that is a JSON-RPC 2.0 server over
+// HTTP, reached by URL: any language's standard library can write one. Each
+// call is one POST. It implements engine.Transport.
+type HTTPLink struct {
+	cfg     Config // Addr is the URL
+	log     *zap.Logger
+	client  *http.Client
+	servant *engine.Servant
+	kick    chan struct{}
+
+	mu      sync.Mutex
+	up      bool
+	cancels map[*engine.Call]context.CancelFunc
+	nextID  atomic.Uint64
+	errRun  atomic.Int32 // transport errors in a row
+}
+
+// NewHTTP returns a link to the HTTP servant at cfg.Addr (a URL).
+func NewHTTP(cfg Config) *HTTPLink {
+	l := New(cfg) // for its defaults
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.MaxIdleConnsPerHost = 256
+	tr.DisableCompression = true
+	return &HTTPLink{
+		cfg: l.cfg, log: l.log, kick: make(chan struct{}, 1),
+		client:  &http.Client{Transport: tr},
+		cancels: map[*engine.Call]context.CancelFunc{},
+	}
+}
+
+// Attach tells the link which engine servant it reports to.
+func (l *HTTPLink) Attach(s *engine.Servant) { l.servant = s }
+
+// Kick makes a waiting link try again at once.
+func (l *HTTPLink) Kick() {
+	select {
+	case l.kick <- struct{}{}:
+	default:
+	}
+}
+
+// post sends one JSON-RPC request body and returns the response body.
+func (l *HTTPLink) post(ctx context.Context, body []byte) ([]byte, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, l.cfg.Addr, bytes.NewReader(body))
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := l.client.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	out, err := io.ReadAll(io.LimitReader(resp.Body, int64(l.cfg.MaxFrame)+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(out) > l.cfg.MaxFrame {
+		return nil, fmt.Errorf("response of more than %d bytes", l.cfg.MaxFrame)
+	}
+	if len(out) == 0 && resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("HTTP %s with no JSON-RPC body", resp.Status)
+	}
+	return out, nil
+}
+
+// Run greets the servant (rpc.hello; a server that does not know it is
+// taken with defaults) until it answers, reports it up, then runs health
+// checks until ctx ends.
+func (l *HTTPLink) Run(ctx context.Context) {
+	backoff := l.cfg.MinBackoff
+	failures := 0
+	for {
+		hello, err := l.greet(ctx)
+		if err == nil {
+			l.mu.Lock()
+			l.up = true
+			l.mu.Unlock()
+			if l.cfg.OnHello != nil {
+				l.cfg.OnHello(hello.Functions)
+			}
+			l.servant.Up(engine.Announce{Slots: hello.Slots, Tags: hello.Tags, Functions: functionNames(hello.Functions)})
+			l.log.Info("servant up", zap.Int("slots", hello.Slots), zap.Int("functions", len(hello.Functions)))
+			break
+		}
+		failures++
+		if failures == 10 || failures%100 == 0 {
+			l.log.Warn("servant unreachable; still retrying", zap.Int("attempts", failures), zap.Error(err))
+		}
+		t := time.NewTimer(backoff)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-l.kick:
+		case <-t.C:
+		}
+		t.Stop()
+		backoff = min(2*backoff, l.cfg.MaxBackoff)
+	}
+	if l.cfg.HealthInterval > 0 {
+		l.check(ctx)
+	} else {
+		<-ctx.Done()
+	}
+	l.mu.Lock()
+	l.up = false
+	for _, cancel := range l.cancels {
+		cancel()
+	}
+	l.mu.Unlock()
+	l.servant.Down(nil, errors.New("mserve is stopping"))
+}
+
+func (l *HTTPLink) greet(ctx context.Context) (*wire.HelloResult, error) {
+	params, _ := json.Marshal(wire.HelloParams{Protocol: wire.ProtocolVersion, Balancer: "mserve", Servant: l.cfg.Name, Secret: l.cfg.Secret})
+	cctx, cancel := context.WithTimeout(ctx, l.cfg.HelloWait)
+	defer cancel()
+	out, err := l.post(cctx, jsonrpc.AppendRequest(nil, []byte("0"), wire.MethodHello, params))
+	if err != nil {
+		return nil, err
+	}
+	var resp jsonrpc.Response
+	if err := jsonrpc.ParseResponse(out, &resp); err != nil {
+		return nil, fmt.Errorf("hello: %w", err)
+	}
+	hello := &wire.HelloResult{}
+	if resp.Error != nil {
+		e, err := jsonrpc.DecodeError(resp.Error)
+		if err == nil && e.Code == jsonrpc.MethodNotFound {
+			return hello, nil // a plain JSON-RPC server
+		}
+		if err == nil {
+			return nil, e
+		}
+		return nil, err
+	}
+	if err := json.Unmarshal(resp.Result, hello); err != nil {
+		return nil, fmt.Errorf("malformed hello result: %w", err)
+	}
+	return hello, nil
+}
+
+// check runs health checks (rpc.ping over HTTP; any JSON-RPC answer counts)
+// until ctx ends.
+func (l *HTTPLink) check(ctx context.Context) {
+	t := time.NewTicker(l.cfg.HealthInterval)
+	defer t.Stop()
+	fails, oks, healthy := 0, 0, true
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		cctx, cancel := context.WithTimeout(ctx, l.cfg.HealthTimeout)
+		out, err := l.post(cctx, []byte(`{"jsonrpc":"2.0","id":0,"method":"`+wire.MethodPing+`"}`))
+		cancel()
+		var resp jsonrpc.Response
+		if err == nil {
+			err = jsonrpc.ParseResponse(out, &resp)
+		}
+		if err == nil {
+			l.errRun.Store(0)
+			fails, oks = 0, oks+1
+			if !healthy && oks >= l.cfg.HealthRise {
+				healthy = true
+				l.log.Info("servant passes health checks again; back in dispatch")
+				l.servant.SetHealth(true)
+			}
+			continue
+		}
+		oks, fails = 0, fails+1
+		if healthy && fails >= l.cfg.HealthFall {
+			healthy = false
+			l.log.Warn("servant fails health checks; out of dispatch until it answers", zap.Error(err))
+			l.servant.SetHealth(false)
+		}
+	}
+}
+
+// Send implements engine.Transport: the call is POSTed by a goroutine of
+// its own.
+func (l *HTTPLink) Send(c *engine.Call, _ *wire.Flusher) error {
+	ctx, cancel := context.WithCancel(context.Background())
+	l.mu.Lock()
+	if !l.up {
+		l.mu.Unlock()
+		cancel()
+		return ErrDown
+	}
+	l.cancels[c] = cancel
+	l.mu.Unlock()
+	id := l.nextID.Add(1)
+	body := make([]byte, 0, 64+len(c.Params))
+	body = append(body, `{"jsonrpc":"2.0","id":`...)
+	body = strconv.AppendUint(body, id, 10)
+	body = append(body, `,"method":`...)
+	body = jsonrpc.AppendString(body, c.Method)
+	if c.Params != nil {
+		body = append(body, `,"params":`...)
+		body = append(body, c.Params...)
+	}
+	body = append(body, '}')
+	go l.do(ctx, c, body)
+	return nil
+}
+
+func (l *HTTPLink) do(ctx context.Context, c *engine.Call, body []byte) {
+	out, err := l.post(ctx, body)
+	l.mu.Lock()
+	cancel := l.cancels[c]
+	delete(l.cancels, c)
+	l.mu.Unlock()
+	if cancel != nil {
+		cancel()
+	}
+	var resp jsonrpc.Response
+	if err == nil {
+		if perr := jsonrpc.ParseResponse(out, &resp); perr != nil {
+			err = fmt.Errorf("servant broke the protocol: %w", perr)
+		}
+	}
+	if err != nil {
+		if ctx.Err() == nil && l.errRun.Add(1) == 3 {
+			l.log.Warn("servant requests failing; out of dispatch until it answers health checks", zap.Error(err))
+			l.servant.SetHealth(false)
+		}
+		l.servant.Lost(c, describeHTTPErr(err))
+		return
+	}
+	l.errRun.Store(0)
+	l.servant.Done(c, &resp, nil)
+}
+
+func describeHTTPErr(err error) error {
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return fmt.Errorf("HTTP request timed out: %w", err)
+	}
+	return err
+}
+
+// Cancel implements engine.Transport: the HTTP request is abandoned.
+func (l *HTTPLink) Cancel(c *engine.Call) {
+	l.mu.Lock()
+	cancel := l.cancels[c]
+	l.mu.Unlock()
+	if cancel != nil {
+		cancel()
+	}
+}
+
+var _ engine.Transport = (*HTTPLink)(nil)
