@@ -53,7 +53,10 @@ type Config struct {
 	EjectSlower    float64       // latency over this many times its peers' average ejects a servant (default 0: never)
 	EjectFor       time.Duration // first ejection's length, longer each time (default 30s)
 
-	Admin string // admin HTTP address (status, drain); "" disables it
+	Admin string // admin HTTP address (status page, /status, /metrics, /queries, drain); "" disables it
+
+	QueryLog  string // file to append every call's query log entry to (JSON lines); "" for none
+	QueryRing int    // query log entries kept in memory for /queries and the status page (default 10000)
 }
 
 // DefaultTimeout is the per-call deadline when Config.Timeout is 0.

@@ -26,14 +26,17 @@ import (
 	"github.com/mserve/mserve/core/frontend"
 	"github.com/mserve/mserve/core/httpfront"
 	"github.com/mserve/mserve/core/link"
+	"github.com/mserve/mserve/core/metrics"
 	"github.com/mserve/mserve/core/native"
 	"github.com/mserve/mserve/core/pluginhost"
+	"github.com/mserve/mserve/core/querylog"
 	"github.com/mserve/mserve/core/registry"
 	"github.com/mserve/mserve/core/route"
 	"github.com/mserve/mserve/core/script"
 	"github.com/mserve/mserve/core/supervise"
 	"github.com/mserve/mserve/core/watch"
 	"github.com/mserve/mserve/sdk/dispatch"
+	"github.com/mserve/mserve/sdk/jsonrpc"
 )
 
 // Balancer is a running (or ready to run) mserve.
@@ -47,6 +50,8 @@ type Balancer struct {
 	plugins []*pluginhost.Host
 	conns   *connlimit.Limiter
 	started time.Time
+	metrics *metrics.Metrics
+	qlog    *querylog.Log
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -142,13 +147,25 @@ func New(cfg Config, log *zap.Logger) (_ *Balancer, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("allowlist: %w", err)
 	}
+	if b.qlog, err = querylog.New(cfg.QueryRing, cfg.QueryLog); err != nil {
+		return nil, fmt.Errorf("query log: %w", err)
+	}
+	b.metrics = metrics.New(b.snapshot)
 	eng := engine.New(engine.Config{
 		Algorithm: a, Router: router, Timeout: cfg.Timeout, MaxQueue: cfg.MaxQueue, Log: log,
+		Record: func(c *engine.Call, a *engine.Answer, at time.Time) {
+			b.metrics.Record(c, a, at)
+			b.qlog.Record(c, a, at)
+		},
 		Unserved: gate.Unserved, MaxAttempts: cfg.MaxAttempts,
 		EjectAfter: cfg.EjectAfter, EjectSlower: cfg.EjectSlower, EjectFor: cfg.EjectFor,
 	})
 	b.eng, b.gate = eng, gate
-	b.front = &frontend.Front{Engine: eng, Gate: gate, Version: cfg.Version}
+	b.front = &frontend.Front{Engine: eng, Gate: gate, Version: cfg.Version,
+		Refused: func(method, user string, e *jsonrpc.Error) {
+			b.metrics.Refused(method, e)
+			b.qlog.Refused(method, user, e)
+		}}
 	return b, nil
 }
 
@@ -467,6 +484,9 @@ func (b *Balancer) Start() error {
 	}
 	if b.adminLn != nil {
 		b.admin = admin.New(adminView{b})
+		b.admin.Handle("GET /{$}", http.HandlerFunc(admin.Page))
+		b.admin.Handle("GET /metrics", b.metrics.Handler())
+		b.admin.Handle("GET /queries", b.qlog)
 		b.adminSrv = &http.Server{Handler: b.admin, ReadHeaderTimeout: 10 * time.Second,
 			ErrorLog: zap.NewStdLog(b.log.With(zap.String("front", "admin")))}
 		b.wg.Add(1)
@@ -564,6 +584,7 @@ func (b *Balancer) Shutdown(ctx context.Context) error {
 		b.cancel()
 		supervise.StopAll(b.procs, b.cfg.Grace)
 		b.closePlugins()
+		b.qlog.Close()
 		b.wg.Wait()
 		err = ctx.Err()
 		st := b.eng.Stats()

@@ -5,26 +5,29 @@ import (
 	"time"
 
 	"github.com/mserve/mserve/core/engine"
+	"github.com/mserve/mserve/core/metrics"
+	"github.com/mserve/mserve/core/querylog"
 )
 
 // Status is a snapshot of a running balancer, for the status page, its
 // JSON twin and mserve status.
 type Status struct {
-	Version   string          `json:"version"`
-	Started   time.Time       `json:"started"`
-	Uptime    string          `json:"uptime"`
-	Native    string          `json:"native,omitempty"`
-	HTTP      string          `json:"http,omitempty"`
-	Algorithm string          `json:"algorithm"`
-	Routing   string          `json:"routing"`
-	Allowlist string          `json:"allowlist"`
-	Queued    int             `json:"queued"`
-	Running   int             `json:"running"`
-	Calls     CallCounts      `json:"calls"`
-	Conns     ConnCounts      `json:"connections"`
-	Servants  []ServantStatus `json:"servants"`
-	Scripts   []ScriptStatus  `json:"scripts,omitempty"`
-	Plugins   []PluginStatus  `json:"plugins,omitempty"`
+	Version   string           `json:"version"`
+	Started   time.Time        `json:"started"`
+	Uptime    string           `json:"uptime"`
+	Native    string           `json:"native,omitempty"`
+	HTTP      string           `json:"http,omitempty"`
+	Algorithm string           `json:"algorithm"`
+	Routing   string           `json:"routing"`
+	Allowlist string           `json:"allowlist"`
+	Queued    int              `json:"queued"`
+	Running   int              `json:"running"`
+	Calls     CallCounts       `json:"calls"`
+	Conns     ConnCounts       `json:"connections"`
+	Servants  []ServantStatus  `json:"servants"`
+	Scripts   []ScriptStatus   `json:"scripts,omitempty"`
+	Plugins   []PluginStatus   `json:"plugins,omitempty"`
+	Errors    []querylog.Entry `json:"recent_errors"`
 }
 
 // CallCounts are totals since start.
@@ -64,6 +67,8 @@ type ServantStatus struct {
 	Ejected   bool     `json:"ejected"`
 	Served    uint64   `json:"served"`
 	LatencyMs float64  `json:"latency_ms"` // moving average of execution time
+	P50Ms     float64  `json:"p50_ms"`     // median execution time over its recent calls
+	P99Ms     float64  `json:"p99_ms"`
 	Pid       int      `json:"pid,omitempty"`
 	Restarts  int      `json:"restarts,omitempty"`
 }
@@ -102,6 +107,7 @@ func (b *Balancer) Status() Status {
 	if b.conns != nil {
 		s.Conns = ConnCounts{Open: b.conns.Open(), Limit: b.conns.Limit(), Refused: b.conns.Refused()}
 	}
+	lat := b.qlog.Latencies()
 	for i, v := range st.Servants {
 		ss := ServantStatus{
 			Name: v.Name, Addr: v.Addr, Tags: v.Tags, Slots: v.Slots, InFlight: v.InFlight, Backlog: v.Backlog,
@@ -113,6 +119,10 @@ func (b *Balancer) Status() Status {
 		}
 		if ss.Tags == nil {
 			ss.Tags = []string{}
+		}
+		if ds := lat[v.Name]; len(ds) > 0 {
+			ss.P50Ms = float64(querylog.Percentile(ds, 0.5)) / float64(time.Millisecond)
+			ss.P99Ms = float64(querylog.Percentile(ds, 0.99)) / float64(time.Millisecond)
 		}
 		if i < len(b.procs) {
 			ss.Pid, ss.Restarts = b.procs[i].Pid(), b.procs[i].Restarts()
@@ -129,6 +139,7 @@ func (b *Balancer) Status() Status {
 			s.Scripts = append(s.Scripts, ps)
 		}
 	}
+	s.Errors = b.qlog.Recent(20, querylog.Filter{NotOK: true})
 	for _, h := range b.plugins {
 		s.Plugins = append(s.Plugins, PluginStatus{
 			Name: h.Name, Healthy: h.Healthy(), Decisions: h.Stats.Decisions.Load(), Calls: h.Stats.Calls.Load(),
@@ -151,4 +162,34 @@ func (b *Balancer) Servant(name string) (*engine.Servant, int) {
 		}
 	}
 	return s, -1
+}
+
+// snapshot is what the metrics read at each scrape.
+func (b *Balancer) snapshot() metrics.Snapshot {
+	st := b.eng.Stats()
+	s := metrics.Snapshot{
+		Queued: st.Queued, Running: st.Running, Redispatched: st.Redispatched, Ejections: st.Ejections,
+		Rejected: st.Rejected, RouteErrors: st.RouteErrors,
+	}
+	if b.conns != nil {
+		s.ConnsOpen, s.ConnsRefused = b.conns.Open(), b.conns.Refused()
+	}
+	for _, v := range st.Servants {
+		s.Servants = append(s.Servants, metrics.Servant{Name: v.Name, InFlight: v.InFlight, Backlog: v.Backlog, Slots: v.Slots,
+			Healthy: v.Healthy, Draining: v.Draining, Ejected: v.Ejected, Served: v.Served})
+	}
+	if b.scripts != nil {
+		for _, sc := range b.scripts.Set().Scripts {
+			for name := range sc.Provides {
+				c := b.scripts.Counters(name)
+				s.Scripts = append(s.Scripts, metrics.Counters{Name: name,
+					Decisions: c.Decisions.Load(), Fallbacks: c.Fallbacks.Load(), Errors: c.Errors.Load()})
+			}
+		}
+	}
+	for _, h := range b.plugins {
+		s.Plugins = append(s.Plugins, metrics.Plugin{Name: h.Name, Healthy: h.Healthy(), Decisions: h.Stats.Decisions.Load(),
+			Calls: h.Stats.Calls.Load(), Fallbacks: h.Stats.Fallbacks.Load(), Failures: h.Stats.Failures.Load(), Restarts: h.Stats.Restarts.Load()})
+	}
+	return s
 }

@@ -112,11 +112,17 @@ func (c *Call) answer(a *Answer) bool {
 	if c.Reply != nil {
 		c.Reply.Answer(c, a)
 	}
+	if e := c.engine; e != nil && e.record != nil {
+		e.record(c, a, c.Arrived.Add(a.Elapsed))
+	}
 	if c.counted {
 		c.engine.answered()
 	}
 	return true
 }
+
+// SentAt returns when the call was last sent to a servant; zero if never.
+func (c *Call) SentAt() time.Time { return c.sentAt }
 
 // Reserved info keys: mserve's own, which a servant's info cannot override.
 var reservedInfo = [...]string{"route", "servant", "elapsed_ns", "execution_ns", "backlog", "remaining"}

@@ -53,6 +53,11 @@ type Config struct {
 	EjectAfter  int
 	EjectSlower float64
 	EjectFor    time.Duration
+	// Record, when set, sees every call's answer after its caller did (for
+	// metrics and the query log). It runs on the answering goroutine, with
+	// no lock held, and must be quick; a's byte slices are valid only
+	// during the call.
+	Record func(c *Call, a *Answer, answeredAt time.Time)
 	// Unserved makes the error for a call to a function no servant serves
 	// (every servant has said what it serves, and none named it); nil
 	// answers "method not found".
@@ -72,6 +77,7 @@ const DefaultEjectFor = 30 * time.Second
 
 // Engine is the dispatch core. Create it with New.
 type Engine struct {
+	record      func(c *Call, a *Answer, at time.Time)
 	unserved    func(method string) *jsonrpc.Error
 	maxAttempts int
 	ejectAfter  int
@@ -108,6 +114,7 @@ type Engine struct {
 // New returns an engine with no servants.
 func New(cfg Config) *Engine {
 	e := &Engine{
+		record:      cfg.Record,
 		unserved:    cfg.Unserved,
 		maxAttempts: cfg.MaxAttempts,
 		ejectAfter:  cfg.EjectAfter,

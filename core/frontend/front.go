@@ -19,6 +19,10 @@ type Front struct {
 	Engine  *engine.Engine
 	Gate    *allow.Gate // nil lets every call through unchecked
 	Version string      // mserve's version, for rpc.hello and rpc.discover
+	// Refused, when set, sees every request refused before the queue
+	// (malformed, undeclared, bad arguments, unauthorized), for metrics
+	// and the query log. method is "" when it could not be read.
+	Refused func(method, user string, e *jsonrpc.Error)
 }
 
 // Client is one client's context: who it is, how its calls are tracked,
@@ -42,6 +46,7 @@ func IsControl(method string) bool { return len(method) > 4 && method[:4] == "rp
 func (fr *Front) Prepare(body []byte, cl *Client) (*engine.Call, []byte) {
 	var req jsonrpc.Request
 	if e := jsonrpc.ParseRequest(body, &req); e != nil {
+		fr.refused(req.Method, cl.User, e)
 		return nil, jsonrpc.AppendErrorResponse(nil, req.ID, e, nil)
 	}
 	if IsControl(req.Method) {
@@ -59,12 +64,19 @@ func (fr *Front) Prepare(body []byte, cl *Client) (*engine.Call, []byte) {
 		e = fr.Gate.Check(cl.User, c)
 	}
 	if e != nil {
+		fr.refused(req.Method, cl.User, e)
 		if req.ID == nil {
 			return nil, nil
 		}
 		return nil, jsonrpc.AppendErrorResponse(nil, req.ID, e, nil)
 	}
 	return c, nil
+}
+
+func (fr *Front) refused(method, user string, e *jsonrpc.Error) {
+	if fr.Refused != nil {
+		fr.Refused(method, user, e)
+	}
 }
 
 // helloParams are what a client may say in rpc.hello.
