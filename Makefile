@@ -6,7 +6,7 @@ BIN     ?= bin
 FUZZTIME ?= 10s
 BENCHTIME ?= 1s
 
-.PHONY: all build plugins demo test test-short bench fuzz clean
+.PHONY: all build plugins demo test test-short bench fuzz docs clean
 
 all: build
 
@@ -44,6 +44,12 @@ fuzz:
 	    echo "== $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
 	  done; \
 	done
+
+# Regenerate the generated part of docs/configuration.md from the flags.
+docs:
+	$(GO) run ./cmd/mserve help config > /tmp/mserve-config.md
+	awk 'BEGIN{skip=0} /<!-- BEGIN GENERATED/{while((getline l < "/tmp/mserve-config.md")>0) print l; skip=1; next} /<!-- END GENERATED/{skip=0; next} !skip' docs/configuration.md > /tmp/mserve-config-doc.md
+	mv /tmp/mserve-config-doc.md docs/configuration.md
 
 clean:
 	rm -rf $(BIN)

@@ -38,24 +38,42 @@ type benchTarget struct {
 	res  loadgen.Result
 }
 
-func benchMain(args []string) int {
+// benchOptions are mserve bench's settings.
+type benchOptions struct {
+	addr, direct, user, secret, directSecret string
+	conc, conns, n, rounds                   int
+	dur, warmup, timeout                     time.Duration
+	quiet                                    bool
+	vs                                       stringList
+}
+
+// benchFlags defines mserve bench's flags.
+func benchFlags() (*flag.FlagSet, *benchOptions) {
+	o := &benchOptions{}
 	fs := flag.NewFlagSet("mserve bench", flag.ContinueOnError)
-	addr := fs.String("addr", "127.0.0.1:5001", "mserve's native address")
-	direct := fs.String("direct", "", "also measure calls straight to this servant (host:port)")
-	conc := fs.Int("c", 1, "concurrent callers")
-	conns := fs.Int("conns", 1, "connections the callers share (calls are multiplexed on each)")
-	dur := fs.Duration("d", 5*time.Second, "measured duration per target (split across rounds)")
-	n := fs.Int("n", 0, "calls per target and round instead of a duration")
-	warmup := fs.Duration("warmup", 500*time.Millisecond, "unmeasured warm-up before each round")
-	rounds := fs.Int("rounds", 1, "rounds per target, alternating targets to even out machine noise")
-	timeout := fs.Duration("timeout", 10*time.Second, "per-call deadline")
-	quiet := fs.Bool("q", false, "no progress line")
-	user := fs.String("user", "", "allowlist user to call mserve as (with -secret)")
-	secret := fs.String("secret", "", "the user's secret for mserve")
-	directSecret := fs.String("direct-secret", "", "the servant's secret, for -direct to a servant that requires one")
-	var vs stringList
-	fs.Var(&vs, "vs", "more mserve instances to measure in the same run: NAME=host:port,...")
+	fs.StringVar(&o.addr, "addr", "127.0.0.1:5001", "mserve's native address")
+	fs.StringVar(&o.direct, "direct", "", "also measure calls straight to this servant (host:port)")
+	fs.IntVar(&o.conc, "c", 1, "concurrent callers")
+	fs.IntVar(&o.conns, "conns", 1, "connections the callers share (calls are multiplexed on each)")
+	fs.DurationVar(&o.dur, "d", 5*time.Second, "measured duration per target (split across rounds)")
+	fs.IntVar(&o.n, "n", 0, "calls per target and round instead of a duration")
+	fs.DurationVar(&o.warmup, "warmup", 500*time.Millisecond, "unmeasured warm-up before each round")
+	fs.IntVar(&o.rounds, "rounds", 1, "rounds per target, alternating targets to even out machine noise")
+	fs.DurationVar(&o.timeout, "timeout", 10*time.Second, "per-call deadline")
+	fs.BoolVar(&o.quiet, "q", false, "no progress line")
+	fs.StringVar(&o.user, "user", "", "allowlist user to call mserve as (with -secret)")
+	fs.StringVar(&o.secret, "secret", "", "the user's secret for mserve")
+	fs.StringVar(&o.directSecret, "direct-secret", "", "the servant's secret, for -direct to a servant that requires one")
+	fs.Var(&o.vs, "vs", "more mserve instances to measure in the same run: NAME=host:port,...")
 	fs.Usage = usageFor(fs, benchUsage)
+	return fs, o
+}
+
+func benchMain(args []string) int {
+	fs, o := benchFlags()
+	addr, direct, conc, conns, dur, n := &o.addr, &o.direct, &o.conc, &o.conns, &o.dur, &o.n
+	warmup, rounds, timeout, quiet := &o.warmup, &o.rounds, &o.timeout, &o.quiet
+	user, secret, directSecret, vs := &o.user, &o.secret, &o.directSecret, &o.vs
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return exitOK
@@ -76,7 +94,7 @@ func benchMain(args []string) int {
 		targets = append(targets, &benchTarget{name: "direct", addr: *direct, opts: []client.Option{client.Credentials("", *directSecret)}})
 	}
 	targets = append(targets, &benchTarget{name: "mserve", addr: *addr, opts: []client.Option{client.Credentials(*user, *secret)}})
-	for _, v := range vs {
+	for _, v := range *vs {
 		name, a, ok := strings.Cut(v, "=")
 		if !ok || name == "" || a == "" {
 			fmt.Fprintf(os.Stderr, "mserve bench: -vs %q: want NAME=host:port\n", v)

@@ -35,16 +35,31 @@ Exit status: 0 on a result, 1 on an error answer or failure, 2 on bad usage.
 Flags (each also settable by the environment variable shown):
 `
 
-func callMain(args []string) int {
+// callOptions are mserve call's settings.
+type callOptions struct {
+	addr, url, user, secret string
+	timeout, wait           time.Duration
+	raw                     bool
+}
+
+// callFlags defines mserve call's flags.
+func callFlags() (*flag.FlagSet, *callOptions) {
+	o := &callOptions{}
 	fs := flag.NewFlagSet("mserve call", flag.ContinueOnError)
-	addr := fs.String("addr", "127.0.0.1:5001", "mserve's native address (host:port)")
-	url := fs.String("url", "", "call over HTTP at this URL instead of the native address")
-	timeout := fs.Duration("timeout", 30*time.Second, "how long to wait for the answer")
-	wait := fs.Duration("wait", 0, "keep retrying the connection this long while mserve is starting")
-	raw := fs.Bool("json", false, "print the raw JSON-RPC response instead")
-	user := fs.String("user", "", "allowlist user to call as (with -secret)")
-	secret := fs.String("secret", "", "the user's secret; without -user, a bearer token")
+	fs.StringVar(&o.addr, "addr", "127.0.0.1:5001", "mserve's native address (host:port)")
+	fs.StringVar(&o.url, "url", "", "call over HTTP at this URL instead of the native address")
+	fs.DurationVar(&o.timeout, "timeout", 30*time.Second, "how long to wait for the answer")
+	fs.DurationVar(&o.wait, "wait", 0, "keep retrying the connection this long while mserve is starting")
+	fs.BoolVar(&o.raw, "json", false, "print the raw JSON-RPC response instead")
+	fs.StringVar(&o.user, "user", "", "allowlist user to call as (with -secret)")
+	fs.StringVar(&o.secret, "secret", "", "the user's secret; without -user, a bearer token")
 	fs.Usage = usageFor(fs, callUsage)
+	return fs, o
+}
+
+func callMain(args []string) int {
+	fs, o := callFlags()
+	addr, url, timeout, wait, raw, user, secret := &o.addr, &o.url, &o.timeout, &o.wait, &o.raw, &o.user, &o.secret
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return exitOK

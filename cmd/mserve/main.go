@@ -55,6 +55,10 @@ func run(args []string) int {
 			fmt.Println("mserve", version)
 			return exitOK
 		case "help":
+			if len(args) > 1 && args[1] == "config" {
+				writeConfigDoc(os.Stdout)
+				return exitOK
+			}
 			return daemonMain([]string{"-h"})
 		}
 	}
