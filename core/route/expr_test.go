@@ -2,6 +2,9 @@ package route
 
 import (
 	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -140,5 +143,38 @@ func TestExprConcurrent(t *testing.T) {
 		if err := <-done; err != nil {
 			t.Error(err)
 		}
+	}
+}
+
+// TestDocsExpressions compiles every expression in the ```expr blocks of
+// docs/scripting.md and routes a call with each.
+func TestDocsExpressions(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join("..", "..", "docs", "scripting.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, m := range regexp.MustCompile("(?s)```expr\n(.*?)```").FindAllSubmatch(b, -1) {
+		for _, line := range strings.Split(string(m[1]), "\n") {
+			if line = strings.TrimSpace(line); line == "" {
+				continue
+			}
+			n++
+			e, err := NewExpr(line)
+			if err != nil {
+				t.Errorf("%s: %v", line, err)
+				continue
+			}
+			params := `["IBM","2020-01-02"]`
+			if strings.Contains(line, "named") {
+				params = `{"sym":"IBM","date":"2020-01-02"}`
+			}
+			if _, err := e.Route(&dispatch.Call{Method: "hdb", Params: []byte(params), User: "alice"}); err != nil {
+				t.Errorf("%s: %v", line, err)
+			}
+		}
+	}
+	if n < 5 {
+		t.Errorf("found %d expressions in docs/scripting.md", n)
 	}
 }

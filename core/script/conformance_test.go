@@ -9,8 +9,11 @@ import (
 	"fmt"
 	"math/rand"
 	"slices"
+	"strings"
 	"testing"
 	"time"
+
+	"go.uber.org/zap/zapcore"
 
 	"github.com/mserve/mserve/core/algo"
 	"github.com/mserve/mserve/sdk/dispatch"
@@ -57,7 +60,8 @@ var conformanceScenarios = []struct {
 	{"down and draining skipped", []srv{{down: true}, {draining: true}, {}, {}}, []string{"a", "b", "c"}},
 	{"down servant holds no route", []srv{{down: true, used: true, route: "x", idle: time.Second}, {used: true, route: "y", idle: time.Second}, {}}, []string{"x", "y"}},
 	{"draining servant holds no route", []srv{{draining: true, used: true, route: "x", idle: time.Second}, {}}, []string{"x"}},
-	{"nobody free", []srv{{busy: 1}, {down: true}, {draining: true}}, []string{"a", "b"}},
+	{"ejected servant skipped and holds no route", []srv{{ejected: true, used: true, route: "x", idle: time.Second}, {}}, []string{"x", "y"}},
+	{"nobody free", []srv{{busy: 1}, {down: true}, {draining: true}, {ejected: true}}, []string{"a", "b"}},
 	{"no servants", nil, []string{"a"}},
 	{"empty queue", []srv{{}, {}}, nil},
 	{"matching route to its free servant", []srv{{used: true, route: "x", idle: time.Second}, {used: true, route: "y", idle: time.Second}}, []string{"y", "x"}},
@@ -181,37 +185,46 @@ func TestReferenceScriptsAtExpiryBoundary(t *testing.T) {
 // implementation has its own servant views; completions and failures are
 // applied to both alike. Every round's decisions must be the same.
 func TestReferenceScriptsRecordedSequence(t *testing.T) {
-	const rounds = 3000
+	const rounds = 2000
 	expire := time.Second
 	h := refHost(t, expire)
-	for _, pair := range refPairs {
-		t.Run(pair.builtin, func(t *testing.T) {
-			s := newSim(1, expire)
-			ref := builtin(t, pair.builtin, expire)
-			lua := NewAlgorithm(h, pair.lua, failFallback(t, pair.lua))
-			for r := range rounds {
-				s.step()
-				want := round(ref, s.waiting, s.a, s.now)
-				got := round(lua, s.waiting, s.b, s.now)
-				if !slices.Equal(got.assigned, want.assigned) || !sameWake(got.wake, want.wake) {
-					t.Fatalf("round %d at %v: %s assigned %s wake %v; %s assigned %s wake %v\nservants before the round:\n%s",
-						r, s.now.Sub(t0), pair.builtin, describe(want.assigned, s.waiting), want.wake.Sub(t0),
-						pair.lua, describe(got.assigned, s.waiting), got.wake.Sub(t0), s.before)
+	for _, ejections := range []bool{false, true} {
+		for _, pair := range refPairs {
+			name := pair.builtin
+			if ejections {
+				// The engine ejects failing or slow servants for a while
+				// (Servant.Ejected): healthy, not draining, not available.
+				name += "/with ejections"
+			}
+			t.Run(name, func(t *testing.T) {
+				s := newSim(1, expire)
+				s.ejections = ejections
+				ref := builtin(t, pair.builtin, expire)
+				lua := NewAlgorithm(h, pair.lua, failFallback(t, pair.lua))
+				for r := range rounds {
+					s.step()
+					want := round(ref, s.waiting, s.a, s.now)
+					got := round(lua, s.waiting, s.b, s.now)
+					if !slices.Equal(got.assigned, want.assigned) || !sameWake(got.wake, want.wake) {
+						t.Fatalf("round %d at %v: %s assigned %s wake %v; %s assigned %s wake %v\nservants before the round:\n%s",
+							r, s.now.Sub(t0), pair.builtin, describe(want.assigned, s.waiting), want.wake.Sub(t0),
+							pair.lua, describe(got.assigned, s.waiting), got.wake.Sub(t0), s.before)
+					}
+					if err := sameViews(s.a, s.b); err != nil {
+						t.Fatalf("round %d: views differ after the round: %v", r, err)
+					}
+					s.apply(want)
 				}
-				if err := sameViews(s.a, s.b); err != nil {
-					t.Fatalf("round %d: views differ after the round: %v", r, err)
+				t.Logf("%s: %d rounds, %d calls assigned, %d wake-ups, %d servant failures, %d ejections, queue up to %d, empty in %d rounds, %d left waiting",
+					name, rounds, s.sent, s.wakes, s.failures, s.ejected, s.maxWaiting, s.emptyRounds, len(s.waiting))
+				if s.sent < rounds/2 || (pair.builtin == "match" && s.wakes == 0) {
+					t.Errorf("the sequence did not exercise the algorithm: %d sent, %d wake-ups", s.sent, s.wakes)
 				}
-				s.apply(want)
-			}
-			t.Logf("%s: %d rounds, %d calls assigned, %d wake-ups, %d servant failures, queue up to %d, empty in %d rounds, %d left waiting",
-				pair.builtin, rounds, s.sent, s.wakes, s.failures, s.maxWaiting, s.emptyRounds, len(s.waiting))
-			if s.sent < rounds/2 || (pair.builtin == "match" && s.wakes == 0) {
-				t.Errorf("the sequence did not exercise the algorithm: %d sent, %d wake-ups", s.sent, s.wakes)
-			}
-			if c := h.Counters(pair.lua); c.Errors.Load() != 0 {
-				t.Errorf("%s: %d script errors", pair.lua, c.Errors.Load())
-			}
-		})
+				if c := h.Counters(pair.lua); c.Errors.Load() != 0 {
+					t.Errorf("%s: %d script errors", pair.lua, c.Errors.Load())
+				}
+			})
+		}
 	}
 }
 
@@ -229,8 +242,10 @@ type sim struct {
 	before  string // the servants as the last round saw them, for messages
 	seq     int
 
-	sent, wakes, failures   int
-	maxWaiting, emptyRounds int
+	ejections bool // eject servants now and then
+
+	sent, wakes, failures, ejected int
+	maxWaiting, emptyRounds        int
 }
 
 type simRun struct {
@@ -309,6 +324,22 @@ func (s *sim) step() {
 		i := r.Intn(len(s.a))
 		s.each(i, func(v *dispatch.Servant) { v.Draining = !v.Draining })
 	}
+	if s.ejections {
+		// Ejection keeps a servant's calls running and its routing string;
+		// it ends after a while.
+		for i := range s.a {
+			if s.a[i].Ejected && r.Intn(8) == 0 {
+				s.each(i, func(v *dispatch.Servant) { v.Ejected = false })
+			}
+		}
+		if r.Intn(30) == 0 {
+			i := r.Intn(len(s.a))
+			if s.a[i].Healthy && !s.a[i].Ejected {
+				s.ejected++
+				s.each(i, func(v *dispatch.Servant) { v.Ejected = true })
+			}
+		}
+	}
 	// Arrivals.
 	for range r.Intn(3) {
 		if len(s.waiting) >= 40 {
@@ -357,8 +388,8 @@ func (s *sim) apply(o outcome) {
 func dumpViews(vs []*dispatch.Servant) string {
 	out := ""
 	for _, v := range vs {
-		out += fmt.Sprintf("  %s slots=%d in_flight=%d used=%v last_route=%q last_used=%v healthy=%v draining=%v functions=%v\n",
-			v.Name, v.Slots, v.InFlight, v.Used, v.LastRoute, v.LastUsed.Sub(t0), v.Healthy, v.Draining, v.Functions)
+		out += fmt.Sprintf("  %s slots=%d in_flight=%d used=%v last_route=%q last_used=%v healthy=%v draining=%v ejected=%v functions=%v\n",
+			v.Name, v.Slots, v.InFlight, v.Used, v.LastRoute, v.LastUsed.Sub(t0), v.Healthy, v.Draining, v.Ejected, v.Functions)
 	}
 	return out
 }
@@ -416,7 +447,7 @@ func Conformance(t *testing.T, newAlgo func(t *testing.T) dispatch.Algorithm) {
 		a := newAlgo(t)
 		for _, servants := range [][]srv{
 			{{busy: 1}, {busy: 2, slots: 2}},
-			{{down: true}, {draining: true}},
+			{{down: true}, {draining: true}, {ejected: true}},
 			{{busy: 1, used: true, route: "a"}, {down: true, used: true, route: "b"}, {draining: true, used: true, route: "c", idle: time.Hour}},
 			nil,
 		} {
@@ -485,6 +516,8 @@ func checkRound(calls []*dispatch.Call, before, after []*dispatch.Servant, p *di
 			return fmt.Errorf("call %d assigned to %s, which is down", a.Call+1, s.Name)
 		case s.Draining:
 			return fmt.Errorf("call %d assigned to %s, which is draining", a.Call+1, s.Name)
+		case s.Ejected:
+			return fmt.Errorf("call %d assigned to %s, which is ejected", a.Call+1, s.Name)
 		case !s.Serves(c.Method):
 			return fmt.Errorf("call %d (%s) assigned to %s, which does not serve it", a.Call+1, c.Method, s.Name)
 		}
@@ -513,7 +546,7 @@ func checkRound(calls []*dispatch.Call, before, after []*dispatch.Servant, p *di
 		if x.Name != want.Name || x.Addr != want.Addr || x.Host != want.Host || !slices.Equal(x.Tags, want.Tags) ||
 			x.Slots != want.Slots || x.InFlight != want.InFlight || x.Backlog != want.Backlog || x.Used != want.Used ||
 			x.LastRoute != want.LastRoute || !x.LastUsed.Equal(want.LastUsed) || x.Healthy != want.Healthy ||
-			x.Draining != want.Draining || x.Latency != want.Latency || x.Served != want.Served || len(x.Functions) != len(want.Functions) {
+			x.Draining != want.Draining || x.Ejected != want.Ejected || x.Latency != want.Latency || x.Served != want.Served || len(x.Functions) != len(want.Functions) {
 			return fmt.Errorf("servant %s changed other than through Plan:\n got  %+v\n want %+v", b.Name, *x, want)
 		}
 	}
@@ -537,6 +570,7 @@ func randomServants(rng *rand.Rand, now time.Time, n int) []*dispatch.Servant {
 		s.busy = rng.Intn(s.slots + 1)
 		s.down = rng.Intn(6) == 0
 		s.draining = rng.Intn(8) == 0
+		s.ejected = rng.Intn(10) == 0
 		if rng.Intn(3) > 0 {
 			s.used = true
 			s.route = simRoutes[rng.Intn(len(simRoutes))]
@@ -573,14 +607,18 @@ func TestConformance(t *testing.T) {
 			Conformance(t, func(t *testing.T) dispatch.Algorithm { return builtin(t, name, expire) })
 		})
 	}
+	log, logs := observed(zapcore.WarnLevel)
 	h := newHost(t, Config{
 		Files: []string{shippedScript("orig.lua"), shippedScript("even.lua"), shippedScript("match.lua"),
 			shippedScript("tiered.lua"), shippedScript("canary.lua")},
-		Budget: time.Second, RouteExpire: expire,
+		Budget: time.Second, RouteExpire: expire, Log: log,
 	})
 	for _, name := range []string{"lua.orig", "lua.even", "lua.match", "tiered", "canary"} {
 		t.Run("lua/"+name, func(t *testing.T) {
 			Conformance(t, func(t *testing.T) dispatch.Algorithm { return NewAlgorithm(h, name, failFallback(t, name)) })
+			for _, e := range failuresLogged(logs, name) {
+				t.Errorf("%s failed: %s", name, strings.SplitN(fieldString(e, "error"), "\n", 2)[0])
+			}
 		})
 	}
 	t.Run("lua/failing script with least as fallback", func(t *testing.T) {

@@ -41,6 +41,7 @@ type srv struct {
 	idle     time.Duration // how long before t0 its last call finished (used servants)
 	down     bool          // not healthy
 	draining bool
+	ejected  bool     // taken out for a while by the engine
 	serves   []string // functions it serves; nil means all
 	tags     []string
 }
@@ -52,7 +53,7 @@ func views(now time.Time, ss ...srv) []*dispatch.Servant {
 		v := &dispatch.Servant{
 			Name: fmt.Sprintf("s%d", i+1), Addr: fmt.Sprintf("127.0.0.1:%d", 7001+i), Host: "127.0.0.1",
 			Tags: slices.Clone(s.tags), Slots: max(s.slots, 1), InFlight: s.busy, Backlog: s.backlog,
-			Used: s.used, LastRoute: s.route, Healthy: !s.down, Draining: s.draining,
+			Used: s.used, LastRoute: s.route, Healthy: !s.down, Draining: s.draining, Ejected: s.ejected,
 		}
 		if s.used {
 			v.LastUsed = now.Add(-s.idle)

@@ -288,31 +288,55 @@ end)`
 	expectSeen(t, seen(logs), map[string]string{"#calls": "number:10", "last": "string:10"})
 }
 
-// TestScriptWritesToViewsDoNotStick checks that a script writing into the
-// tables it is shown (by mistake, or as scratch space) does not falsify
-// what it, or the next round, sees: each round must show the servants and
-// calls as they are.
-func TestScriptWritesToViewsDoNotStick(t *testing.T) {
+// TestScriptWritesToViewsCannotOverbook checks that a script writing into
+// the tables it is shown (against the rules) cannot make mserve overbook a
+// servant: the plan checks the real servant, not the table.
+func TestScriptWritesToViewsCannotOverbook(t *testing.T) {
+	src := `
+mserve.algorithm("scribble", function(calls, servants, plan)
+  servants[1].free = 99
+  servants[1].available = true
+  servants[2].tags = {gpu = true}
+  for i = 1, #calls do plan.assign(i, 1) end
+end)`
+	h := newHost(t, Config{Files: []string{writeScript(t, t.TempDir(), "s.lua", src)}, Budget: time.Second})
+	a := NewAlgorithm(h, "scribble", failFallback(t, "scribble"))
+	for range 3 {
+		calls := queue("a", "b", "c")
+		vs := views(t0, srv{slots: 2}, srv{})
+		o := round(a, calls, vs, t0)
+		if len(o.assigned) != 2 || o.rejected != 1 || vs[0].InFlight != 2 {
+			t.Fatalf("assigned %s (%d refused) to a servant with 2 slots", describe(o.assigned, calls), o.rejected)
+		}
+		vs[0].Healthy = false
+		o = round(a, queue("d"), vs, t0)
+		if len(o.assigned) != 0 {
+			t.Fatalf("assigned %v to a servant that is down", o.assigned)
+		}
+	}
+}
+
+// TestScriptViewFollowsEjection checks that a servant's "available" follows
+// dispatch.Servant.Available() from round to round when the engine ejects
+// a servant and readmits it (Ejected changes, Healthy and Draining do not).
+func TestScriptViewFollowsEjection(t *testing.T) {
 	log, logs := observed(zapcore.DebugLevel)
 	src := showLua + `
-local round = 0
-mserve.algorithm("scribble", function(calls, servants, plan)
-  round = round + 1
-  show("round" .. round .. ".free", servants[1].free)
-  show("round" .. round .. ".available", servants[1].available)
-  show("round" .. round .. ".method", calls[1].method)
-  servants[1].free = 99
-  servants[1].available = false
-  calls[1].method = "scribbled"
+local n = 0
+mserve.algorithm("avail", function(calls, servants, plan)
+  n = n + 1
+  show("round" .. n .. ".available", servants[1].available)
 end)`
-	h := newHost(t, Config{Files: []string{writeScript(t, t.TempDir(), "s.lua", src)}, Log: log, Budget: time.Second})
-	a := NewAlgorithm(h, "scribble", failFallback(t, "scribble"))
-	calls := queue("a")
-	vs := views(t0, srv{})
-	round(a, calls, vs, t0)
-	round(a, calls, vs, t0)
+	h := newHost(t, Config{Files: []string{writeScript(t, t.TempDir(), "a.lua", src)}, Log: log, Budget: time.Second})
+	a := NewAlgorithm(h, "avail", failFallback(t, "avail"))
+	vs := views(t0, srv{used: true, route: "x", idle: time.Minute})
+	for _, ejected := range []bool{false, true, false} {
+		vs[0].Ejected = ejected
+		round(a, queue("y"), vs, t0)
+	}
 	expectSeen(t, seen(logs), map[string]string{
-		"round1.free": "number:1", "round1.available": "boolean:true", "round1.method": "string:f",
-		"round2.free": "number:1", "round2.available": "boolean:true", "round2.method": "string:f",
+		"round1.available": "boolean:true",
+		"round2.available": "boolean:false", // ejected
+		"round3.available": "boolean:true",  // readmitted
 	})
 }
