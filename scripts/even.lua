@@ -9,6 +9,7 @@ local next = 0 -- where the next search starts, 0-based: one past the servant us
 mserve.algorithm("lua.even", function(calls, servants, plan)
   local n = #servants
   for i = 1, #calls do
+    if not plan.any_free() then return end
     for k = 0, n - 1 do
       local j = (next + k) % n + 1
       if plan.can_take(j, i) then

@@ -6,6 +6,7 @@
 
 mserve.algorithm("lua.orig", function(calls, servants, plan)
   for i = 1, #calls do
+    if not plan.any_free() then return end
     for j = 1, #servants do
       if plan.can_take(j, i) then
         plan.assign(i, j)

@@ -1,8 +1,9 @@
 -- tiered: route by a date argument to servants tagged rdb (recent data) or
 -- hdb (history), the kdb+ mserve's server types: calls whose date is older
 -- than RECENT go to hdb servants, the others to rdb servants. The date is
--- the first argument that reads as a date (YYYY-MM-DD) or timestamp; a call
--- without one goes to rdb. Among the servants of its tier, a call goes to
+-- the first positional argument that reads as a date (YYYY-MM-DD) or
+-- timestamp, or else the earliest named one; a call without one goes to
+-- rdb. Among the servants of its tier, a call goes to
 -- the one with the fewest pending calls; while none of them is free, it
 -- waits (it never runs on the wrong tier).
 --
@@ -11,16 +12,26 @@
 
 local RECENT = 48 * 3600 -- seconds of history the rdb servants hold
 
+-- date returns the call's date: the first positional argument that reads
+-- as a date, or else the earliest named one.
+local function date(args)
+  for _, v in ipairs(args) do
+    local t = mserve.date(v)
+    if t then return t end
+  end
+  local earliest = nil
+  for _, v in pairs(args) do
+    local t = mserve.date(v)
+    if t and (earliest == nil or t < earliest) then earliest = t end
+  end
+  return earliest
+end
+
 local function tier(call)
   local args = call.args
   if type(args) ~= "table" then return "rdb" end
-  for _, v in ipairs(args) do
-    local t = mserve.date(v)
-    if t then
-      if t < mserve.now() - RECENT then return "hdb" end
-      return "rdb"
-    end
-  end
+  local t = date(args)
+  if t and t < mserve.now() - RECENT then return "hdb" end
   return "rdb"
 end
 

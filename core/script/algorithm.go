@@ -30,6 +30,7 @@ type Algorithm struct {
 	st          *state
 	streak      int
 	pausedUntil time.Time
+	pausedSet   *Set // scripts in force when paused: a reload ends the pause
 	missing     bool
 }
 
@@ -69,10 +70,10 @@ func (a *Algorithm) Assign(calls []*dispatch.Call, servants []*dispatch.Servant,
 // prepare makes sure the state matches the scripts in force and returns
 // the function to run, or false when the fallback must decide.
 func (a *Algorithm) prepare(now time.Time) (registered, bool) {
-	if now.Before(a.pausedUntil) {
+	set := a.h.Set()
+	if now.Before(a.pausedUntil) && a.pausedSet == set {
 		return registered{}, false
 	}
-	set := a.h.Set()
 	if a.st == nil || a.st.set != set || a.st.expired() {
 		if a.st != nil {
 			a.st.close()
@@ -111,7 +112,7 @@ func (a *Algorithm) failed(err error, now time.Time) {
 	}
 	if a.streak++; a.streak >= failuresToPause {
 		a.streak = 0
-		a.pausedUntil = now.Add(pauseFor)
+		a.pausedUntil, a.pausedSet = now.Add(pauseFor), a.h.Set()
 	}
 }
 

@@ -18,6 +18,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -118,6 +119,20 @@ func (h *Host) build(files []string, old *Set) (*Set, []error) {
 			prev[s.Path] = s
 		}
 	}
+	// Scripts loaded before claim their names first: a new file cannot
+	// take a name from one already in force.
+	files = slices.Clone(files)
+	slices.SortStableFunc(files, func(a, b string) int {
+		_, pa := prev[a]
+		_, pb := prev[b]
+		switch {
+		case pa && !pb:
+			return -1
+		case pb && !pa:
+			return 1
+		}
+		return 0
+	})
 	for _, path := range files {
 		var sc *Script
 		if p := prev[path]; p != nil && unchanged(p) {

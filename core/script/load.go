@@ -1,6 +1,7 @@
 package script
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -49,6 +50,13 @@ func compileFile(path string, log *zap.Logger) (*Script, error) {
 	}
 	chunk, err := parse.Parse(f, path)
 	if err != nil {
+		var pe *parse.Error
+		if errors.As(err, &pe) {
+			if pe.Pos.Line < 0 {
+				return nil, fmt.Errorf("%s: %s at EOF (the end of the file: an unclosed function, if or do?)", path, strings.TrimSpace(pe.Message))
+			}
+			return nil, fmt.Errorf("%s:%d:%d: %s near %q (line:%d)", path, pe.Pos.Line, pe.Pos.Column, strings.TrimSpace(pe.Message), pe.Token, pe.Pos.Line)
+		}
 		return nil, fmt.Errorf("%s: %v", path, err)
 	}
 	proto, err := lua.Compile(chunk, path)
@@ -213,12 +221,15 @@ func LuaFiles(paths []string, mustExist bool) (files, others []string, err error
 			}
 			continue
 		}
-		matches, err := filepath.Glob(filepath.Join(p, "*.lua"))
+		entries, err := os.ReadDir(p)
 		if err != nil {
 			return nil, nil, err
 		}
-		sort.Strings(matches)
-		files = append(files, matches...)
+		for _, e := range entries { // ReadDir sorts by name
+			if !e.IsDir() && strings.HasSuffix(e.Name(), ".lua") {
+				files = append(files, filepath.Join(p, e.Name()))
+			}
+		}
 	}
 	return files, others, nil
 }

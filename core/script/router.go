@@ -2,8 +2,11 @@ package script
 
 import (
 	"fmt"
+	"math"
 	"runtime"
 	"strconv"
+	"sync"
+	"time"
 
 	lua "github.com/yuin/gopher-lua"
 
@@ -18,6 +21,11 @@ type Router struct {
 	fallback dispatch.Router
 	cnt      *Counters
 	pool     chan *state
+
+	mu          sync.Mutex // guards the breaker
+	streak      int
+	pausedUntil time.Time
+	pausedSet   *Set // scripts in force when paused: a reload ends the pause
 }
 
 // NewRouter returns the scripted routing function called name; fallback
@@ -28,6 +36,13 @@ func NewRouter(h *Host, name string, fallback dispatch.Router) *Router {
 
 // Route implements dispatch.Router.
 func (r *Router) Route(c *dispatch.Call) (string, error) {
+	r.mu.Lock()
+	paused := time.Now().Before(r.pausedUntil) && r.pausedSet == r.h.Set()
+	r.mu.Unlock()
+	if paused { // failing repeatedly: skip the script for a while
+		r.cnt.Fallbacks.Add(1)
+		return r.fallback.Route(c)
+	}
 	st, err := r.get()
 	if err != nil {
 		return r.fail(c, err)
@@ -43,10 +58,16 @@ func (r *Router) Route(c *dispatch.Call) (string, error) {
 	if err != nil {
 		return r.fail(c, err)
 	}
+	r.mu.Lock()
+	r.streak = 0
+	r.mu.Unlock()
 	switch v := ret.(type) {
 	case lua.LString:
 		return string(v), nil
 	case lua.LNumber:
+		if f := float64(v); f == math.Trunc(f) && math.Abs(f) < 1e15 {
+			return strconv.FormatInt(int64(f), 10), nil
+		}
 		return strconv.FormatFloat(float64(v), 'g', -1, 64), nil
 	case *lua.LNilType:
 		return "", nil
@@ -55,6 +76,12 @@ func (r *Router) Route(c *dispatch.Call) (string, error) {
 }
 
 func (r *Router) fail(c *dispatch.Call, err error) (string, error) {
+	r.mu.Lock()
+	if r.streak++; r.streak >= failuresToPause {
+		r.streak = 0
+		r.pausedUntil, r.pausedSet = time.Now().Add(pauseFor), r.h.Set()
+	}
+	r.mu.Unlock()
 	r.cnt.Errors.Add(1)
 	r.cnt.Fallbacks.Add(1)
 	r.h.errLog.note(r.h.log, r.name, err)

@@ -3,6 +3,7 @@ package script
 import (
 	"context"
 	"fmt"
+	"math"
 	"strings"
 	"sync"
 	"time"
@@ -15,8 +16,16 @@ import (
 const (
 	callStackSize   = 200     // nested Lua calls: deep recursion fails with "stack overflow"
 	registrySize    = 1024    // Lua value stack, grown on demand up to…
-	registryMaxSize = 1 << 17 // …this many slots
-	maxStringRep    = 1 << 20 // largest string string.rep may build
+	registryMaxSize = 1 << 17 // …this many slots…
+	registryGrow    = 1024    // …this many at a time
+	maxString       = 1 << 20 // largest string string.rep or table.concat may build
+	maxUnpack       = 4096    // most values unpack may push
+	maxSubject      = 4096    // longest string a pattern function may search
+	// maxMatchSteps bounds a pattern search's worst case: the subject's
+	// length to the power of its unbounded repetitions (*, +, -), plus one
+	// for trying every start position of an unanchored pattern. Lua
+	// patterns backtrack, and the budget cannot stop one library call.
+	maxMatchSteps = 2e6
 )
 
 // unsafeGlobals are removed from the base library: they load code from
@@ -31,10 +40,11 @@ var unsafeGlobals = []string{"dofile", "loadfile", "load", "loadstring", "requir
 // at debug level.
 func newSandbox(log *zap.Logger, script string) *lua.LState {
 	L := lua.NewState(lua.Options{
-		SkipOpenLibs:    true,
-		CallStackSize:   callStackSize,
-		RegistrySize:    registrySize,
-		RegistryMaxSize: registryMaxSize,
+		SkipOpenLibs:     true,
+		CallStackSize:    callStackSize,
+		RegistrySize:     registrySize,
+		RegistryMaxSize:  registryMaxSize,
+		RegistryGrowStep: registryGrow,
 	})
 	for _, lib := range []struct {
 		name string
@@ -51,8 +61,8 @@ func newSandbox(log *zap.Logger, script string) *lua.LState {
 	rep := str.RawGetString("rep")
 	str.RawSetString("rep", L.NewFunction(func(L *lua.LState) int {
 		s, n := L.CheckString(1), L.CheckInt(2)
-		if n > 0 && len(s)*n > maxStringRep {
-			L.RaiseError("string.rep: result of %d bytes exceeds the sandbox limit of %d", len(s)*n, maxStringRep)
+		if n > 0 && len(s)*n > maxString {
+			L.RaiseError("string.rep: result of %d bytes exceeds the sandbox limit of %d", len(s)*n, maxString)
 		}
 		L.Push(rep)
 		L.Push(lua.LString(s))
@@ -73,6 +83,11 @@ func newSandbox(log *zap.Logger, script string) *lua.LState {
 		L.Call(top, 1)
 		return 1
 	}))
+	for _, name := range []string{"find", "match", "gmatch", "gsub"} {
+		guardPattern(L, str, name)
+	}
+	guardConcat(L)
+	guardUnpack(L)
 	L.SetGlobal("print", L.NewFunction(func(L *lua.LState) int {
 		parts := make([]string, L.GetTop())
 		for i := range parts {
@@ -82,6 +97,114 @@ func newSandbox(log *zap.Logger, script string) *lua.LState {
 		return 0
 	}))
 	return L
+}
+
+// wrap replaces tbl[name] with a function that runs check on the
+// arguments, then calls the original with them.
+func wrap(L *lua.LState, tbl *lua.LTable, name string, check func(L *lua.LState)) {
+	orig := tbl.RawGetString(name)
+	tbl.RawSetString(name, L.NewFunction(func(L *lua.LState) int {
+		check(L)
+		top := L.GetTop()
+		L.Push(orig)
+		for i := 1; i <= top; i++ {
+			L.Push(L.Get(i))
+		}
+		L.Call(top, lua.MultRet)
+		return L.GetTop() - top
+	}))
+}
+
+// guardPattern bounds string.find, match, gmatch and gsub: a subject of at
+// most maxSubject bytes, and no more than maxMatchSteps of backtracking in
+// the worst case. (A plain find, the fourth argument true, is linear.)
+func guardPattern(L *lua.LState, str *lua.LTable, name string) {
+	wrap(L, str, name, func(L *lua.LState) {
+		subject, pattern := L.CheckString(1), L.CheckString(2)
+		if name == "find" && lua.LVAsBool(L.Get(4)) {
+			return
+		}
+		if len(subject) > maxSubject {
+			L.RaiseError("string.%s: subject of %d bytes exceeds the sandbox limit of %d", name, len(subject), maxSubject)
+		}
+		reps := repetitions(pattern)
+		if !strings.HasPrefix(pattern, "^") {
+			reps++
+		}
+		if reps > 1 && math.Pow(float64(len(subject)), float64(reps)) > maxMatchSteps {
+			L.RaiseError("string.%s: pattern %q could take about %d^%d steps on this subject: too costly for the sandbox (limit %g)",
+				name, pattern, len(subject), reps, float64(maxMatchSteps))
+		}
+		if name == "gsub" {
+			if r, ok := L.Get(3).(lua.LString); ok && len(subject)*max(len(r), 1) > maxString {
+				L.RaiseError("string.gsub: the result could exceed the sandbox limit of %d bytes", maxString)
+			}
+		}
+	})
+}
+
+// repetitions counts a Lua pattern's unbounded repetition operators (*, +
+// and -), skipping escaped characters and sets.
+func repetitions(p string) int {
+	n := 0
+	for i := 0; i < len(p); i++ {
+		switch p[i] {
+		case '%':
+			i++
+		case '[':
+			for i++; i < len(p) && p[i] != ']'; i++ {
+				if p[i] == '%' {
+					i++
+				}
+			}
+		case '*', '+', '-':
+			if i > 0 {
+				n++
+			}
+		}
+	}
+	return n
+}
+
+// guardConcat bounds table.concat's result to maxString bytes.
+func guardConcat(L *lua.LState) {
+	wrap(L, L.GetGlobal("table").(*lua.LTable), "concat", func(L *lua.LState) {
+		t := L.CheckTable(1)
+		sep := len(L.OptString(2, ""))
+		total := 0
+		for i := 1; ; i++ {
+			v := t.RawGetInt(i)
+			if v == lua.LNil {
+				break
+			}
+			if s, ok := v.(lua.LString); ok {
+				total += len(s)
+			} else {
+				total += 24 // a number's text
+			}
+			total += sep
+			if total > maxString {
+				L.RaiseError("table.concat: result exceeds the sandbox limit of %d bytes", maxString)
+			}
+		}
+	})
+}
+
+// guardUnpack bounds unpack to maxUnpack values.
+func guardUnpack(L *lua.LState) {
+	for _, tbl := range []*lua.LTable{L.G.Global, L.GetGlobal("table").(*lua.LTable)} {
+		if tbl.RawGetString("unpack") == lua.LNil {
+			continue
+		}
+		wrap(L, tbl, "unpack", func(L *lua.LState) {
+			t := L.CheckTable(1)
+			i := L.OptInt(2, 1)
+			j := L.OptInt(3, t.Len())
+			if j-i+1 > maxUnpack {
+				L.RaiseError("unpack: %d values exceed the sandbox limit of %d", j-i+1, maxUnpack)
+			}
+		})
+	}
 }
 
 // checkFormat refuses widths and precisions over two digits, as C Lua does:

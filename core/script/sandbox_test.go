@@ -340,7 +340,7 @@ func TestSandboxBoundedStrings(t *testing.T) {
 			h := newHost(t, Config{Files: []string{writeScript(t, t.TempDir(), "big.lua", src)}, Budget: time.Second})
 			got, _ := NewRouter(h, "big", &fixedRouter{route: "fallback"}).Route(&dispatch.Call{Method: "f"})
 			if got != "fallback" {
-				t.Errorf("built a string of %s bytes; want it refused (limit %d)", got, maxStringRep)
+				t.Errorf("built a string of %s bytes; want it refused (limit %d)", got, maxString)
 			}
 		})
 	}

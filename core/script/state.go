@@ -67,6 +67,8 @@ func newState(set *Set, h *Host) (*state, error) {
 	st.planTab.RawSetString("assign", L.NewFunction(st.planAssign))
 	st.planTab.RawSetString("can_take", L.NewFunction(st.planCanTake))
 	st.planTab.RawSetString("wake_at", L.NewFunction(st.planWakeAt))
+	st.planTab.RawSetString("wake_in", L.NewFunction(st.planWakeIn))
+	st.planTab.RawSetString("any_free", L.NewFunction(st.planAnyFree))
 	return st, nil
 }
 
@@ -167,9 +169,10 @@ func (st *state) syncServant(t *lua.LTable, sh, v *dispatch.Servant, index int) 
 	if full || !sh.LastUsed.Equal(v.LastUsed) {
 		t.RawSetString("last_used", seconds(v.LastUsed))
 	}
-	if full || sh.Healthy != v.Healthy || sh.Draining != v.Draining {
+	if full || sh.Healthy != v.Healthy || sh.Draining != v.Draining || sh.Ejected != v.Ejected {
 		t.RawSetString("healthy", lua.LBool(v.Healthy))
 		t.RawSetString("draining", lua.LBool(v.Draining))
+		t.RawSetString("ejected", lua.LBool(v.Ejected))
 		t.RawSetString("available", lua.LBool(v.Available()))
 	}
 	if full || sh.Latency != v.Latency {
@@ -257,6 +260,15 @@ func (st *state) begin(calls []*dispatch.Call, servants []*dispatch.Servant, p *
 	st.plan, st.calls, st.servants = p, calls, servants
 	st.planTab.RawSetString("now", seconds(p.Now))
 	st.syncServants(servants)
+	for i, v := range servants {
+		// idle_for is computed in Go, in nanoseconds, so that scripts
+		// compare durations exactly as the built-ins do.
+		idle := 0.0
+		if v.Used && !v.LastUsed.IsZero() {
+			idle = p.Now.Sub(v.LastUsed).Seconds()
+		}
+		st.servantTabs[i].RawSetString("idle_for", lua.LNumber(idle))
+	}
 }
 
 func (st *state) end() { st.plan, st.calls, st.servants = nil, nil, nil }
@@ -293,6 +305,33 @@ func (st *state) planCanTake(L *lua.LState) int {
 	si, ci := L.CheckInt(a)-1, L.CheckInt(a+1)-1
 	ok := st.plan != nil && si >= 0 && si < len(st.servants) && ci >= 0 && ci < len(st.calls) &&
 		!st.plan.Assigned(ci) && st.plan.CanTake(st.servants[si], st.calls[ci])
+	L.Push(lua.LBool(ok))
+	return 1
+}
+
+// planWakeIn is plan.wake_in(seconds): run another round that long after
+// this round's time.
+func (st *state) planWakeIn(L *lua.LState) int {
+	a := planArgs(L)
+	d := float64(L.CheckNumber(a))
+	if st.plan != nil {
+		st.plan.WakeAt(st.plan.Now.Add(time.Duration(d * 1e9)))
+	}
+	return 0
+}
+
+// planAnyFree is plan.any_free(): whether any servant could take a call
+// now; an algorithm stops when it turns false.
+func (st *state) planAnyFree(L *lua.LState) int {
+	ok := false
+	if st.plan != nil {
+		for _, s := range st.servants {
+			if s.Available() && (s.Free() > 0 || s.Backlog < st.plan.MaxBacklog) {
+				ok = true
+				break
+			}
+		}
+	}
 	L.Push(lua.LBool(ok))
 	return 1
 }
