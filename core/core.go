@@ -317,21 +317,22 @@ type adminView struct{ *Balancer }
 
 func (a adminView) Status() any { return a.Balancer.Status() }
 
-// Reload re-reads the allowlist and the scripts.
-func (a adminView) Reload() error {
-	err := a.Balancer.Reload()
-	if a.scripts != nil {
-		a.reloadScripts()
-	}
-	return err
-}
 
 // Gate returns the balancer's allowlist gate.
 func (b *Balancer) Gate() *allow.Gate { return b.gate }
 
-// Reload re-reads the allowlist file. On error the one in force stays, and
-// the error (with its line number) is logged and returned.
+// Reload re-reads the allowlist file and the Lua scripts (SIGHUP, POST
+// /reload). On error what is in force stays, and the error (with its line
+// number) is logged and returned.
 func (b *Balancer) Reload() error {
+	if b.scripts != nil {
+		b.reloadScripts()
+	}
+	return b.reloadAllow()
+}
+
+// reloadAllow re-reads the allowlist file.
+func (b *Balancer) reloadAllow() error {
 	if b.gate.Path() == "" {
 		return nil
 	}
@@ -423,7 +424,7 @@ func (b *Balancer) Start() error {
 		b.wg.Add(1)
 		go func() {
 			defer b.wg.Done()
-			watch.Paths(b.ctx, []string{b.gate.Path()}, "", 0, func() { b.Reload() })
+			watch.Paths(b.ctx, []string{b.gate.Path()}, "", 0, func() { b.reloadAllow() })
 		}()
 	}
 	if b.scripts != nil {

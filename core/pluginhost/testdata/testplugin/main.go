@@ -13,6 +13,8 @@
 //	                    log: the routing function writes marker lines to every output
 //	TESTPLUGIN_CONTROL  a file; when it exists and is not empty, its content is the mode
 //	TESTPLUGIN_BACKLOG  the backlog limit announced for "least" (default 0)
+//	TESTPLUGIN_CPUPROFILE, TESTPLUGIN_PROFILE_FOR
+//	                    write a CPU profile of the first PROFILE_FOR (default 5s) to this file
 //
 // It provides the algorithm "least" (core/algo's Least, so that its
 // decisions can be compared with the same algorithm in-process) and the
@@ -24,6 +26,7 @@ import (
 	"fmt"
 	"log"
 	"os"
+	"runtime/pprof"
 	"sort"
 	"strconv"
 	"strings"
@@ -117,6 +120,9 @@ func (router) Route(c *dispatch.Call) (string, error) {
 }
 
 func main() {
+	if f := os.Getenv("TESTPLUGIN_CPUPROFILE"); f != "" {
+		profile(f)
+	}
 	backlog, _ := strconv.Atoi(os.Getenv("TESTPLUGIN_BACKLOG"))
 	p := plugin.Plugin{
 		Algorithms: map[string]plugin.AlgorithmSpec{
@@ -205,4 +211,25 @@ func (r *rawGRPC) GRPCServer(_ *goplugin.GRPCBroker, s *grpc.Server) error {
 
 func (r *rawGRPC) GRPCClient(context.Context, *goplugin.GRPCBroker, *grpc.ClientConn) (any, error) {
 	return nil, fmt.Errorf("testplugin: server side only")
+}
+
+// profile writes a CPU profile of this process's next few seconds to path.
+func profile(path string) {
+	d, err := time.ParseDuration(os.Getenv("TESTPLUGIN_PROFILE_FOR"))
+	if err != nil {
+		d = 5 * time.Second
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		fmt.Fprintln(stderr, "testplugin:", err)
+		return
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		fmt.Fprintln(stderr, "testplugin:", err)
+		return
+	}
+	time.AfterFunc(d, func() {
+		pprof.StopCPUProfile()
+		f.Close()
+	})
 }
