@@ -53,6 +53,9 @@ type Config struct {
 	EjectSlower    float64       // latency over this many times its peers' average ejects a servant (default 0: never)
 	EjectFor       time.Duration // first ejection's length, longer each time (default 30s)
 
+	RestartMin time.Duration // first wait before restarting a local servant that exited (default 100ms)
+	RestartMax time.Duration // longest wait, reached when it keeps exiting soon after starting (default 10s)
+
 	Admin string // admin HTTP address (status page, /status, /metrics, /queries, drain); "" disables it
 
 	QueryLog  string // file to append every call's query log entry to (JSON lines); "" for none

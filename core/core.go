@@ -317,7 +317,6 @@ type adminView struct{ *Balancer }
 
 func (a adminView) Status() any { return a.Balancer.Status() }
 
-
 // Gate returns the balancer's allowlist gate.
 func (b *Balancer) Gate() *allow.Gate { return b.gate }
 
@@ -442,15 +441,16 @@ func (b *Balancer) Start() error {
 			return fmt.Errorf("finding a port for servant %s: %w", spawnName(i), err)
 		}
 		name := spawnName(i)
-		l := b.addLink(engine.ServantSpec{Name: name, Addr: addr, Slots: b.cfg.SpawnSlots, Tags: b.cfg.SpawnTags}, localSecret)
+		l := b.addLink(engine.ServantSpec{Name: name, Addr: addr, Slots: b.cfg.SpawnSlots, Tags: b.cfg.SpawnTags}, localSecret, true)
 		b.procs = append(b.procs, supervise.Start(supervise.Config{
 			Name: name, Command: b.cfg.Command[0], Args: b.cfg.Command[1:], Addr: addr,
-			Env: []string{supervise.EnvSecret + "=" + localSecret},
+			Env:        []string{supervise.EnvSecret + "=" + localSecret},
+			MinBackoff: b.cfg.RestartMin, MaxBackoff: b.cfg.RestartMax,
 			Log: b.log, OnStart: l.Kick,
 		}))
 	}
 	for _, s := range b.cfg.Servants {
-		b.addLink(engine.ServantSpec{Name: s.Name, Addr: s.Addr, Slots: s.Slots, Tags: s.Tags}, b.cfg.ServantSecret)
+		b.addLink(engine.ServantSpec{Name: s.Name, Addr: s.Addr, Slots: s.Slots, Tags: s.Tags}, b.cfg.ServantSecret, false)
 	}
 
 	b.conns = connlimit.New(b.cfg.MaxConns)
@@ -521,11 +521,14 @@ type servantLink interface {
 	engine.Transport
 }
 
-func (b *Balancer) addLink(spec engine.ServantSpec, secret string) servantLink {
+func (b *Balancer) addLink(spec engine.ServantSpec, secret string, local bool) servantLink {
 	name := spec.Name
 	cfg := link.Config{Name: spec.Name, Addr: spec.Addr, Secret: secret, MaxFrame: b.cfg.MaxFrame, Log: b.log,
 		HealthInterval: b.cfg.HealthInterval, HealthTimeout: b.cfg.HealthTimeout,
 		OnHello: func(functions []string) { b.gate.Announce(name, functions) }}
+	if local {
+		cfg.MaxBackoff = 50 * time.Millisecond // a local process starting: dialling often is cheap and finds it sooner
+	}
 	var l servantLink
 	if strings.HasPrefix(spec.Addr, "http://") || strings.HasPrefix(spec.Addr, "https://") {
 		l = link.NewHTTP(cfg)

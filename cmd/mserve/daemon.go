@@ -82,6 +82,8 @@ func newDaemonFlags() (*flag.FlagSet, *daemonFlags) {
 	fs.IntVar(&c.EjectAfter, "eject-after", 5, "failed calls in a row (internal errors, timeouts, lost) that eject a servant for a while; negative: never")
 	fs.Float64Var(&c.EjectSlower, "eject-slower", 0, "eject a servant whose latency passes this many times its peers' average; 0: never")
 	fs.DurationVar(&c.EjectFor, "eject-for", 30*time.Second, "how long a first ejection lasts (each next one longer); at most half the servants are ejected")
+	fs.DurationVar(&c.RestartMin, "restart-min", 100*time.Millisecond, "first wait before restarting a local servant that exited")
+	fs.DurationVar(&c.RestartMax, "restart-max", 10*time.Second, "longest wait before a restart, reached when a servant keeps exiting soon after it starts")
 	fs.StringVar(&c.Admin, "admin", "127.0.0.1:5002", "admin HTTP address: status page (/), /status, /metrics, /queries, drain; empty disables it")
 	fs.StringVar(&c.QueryLog, "querylog", "", "append every call's query log entry to this file, as JSON lines")
 	fs.IntVar(&c.QueryRing, "query-ring", 10_000, "query log entries kept in memory for /queries and the status page")

@@ -327,6 +327,7 @@ func (p *mserveProc) waitServantsUp(names ...string) {
 // this takes one call per servant.
 func (p *mserveProc) waitServing(names ...string) {
 	p.t.Helper()
+	p.waitServantsUp(names...)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	c, err := client.Dial(ctx, p.native)

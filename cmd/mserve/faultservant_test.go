@@ -23,6 +23,8 @@ import (
 //	stuck(x any)  never answers, ignoring cancellation
 //	count(x any)  {"pid":…,"count":…,"name":…}: calls counted by this process
 //	slow(ms int)  returns ms after ms milliseconds
+//	work(id string, ms int) idempotent  records id in $FAULT_EXEC_LOG, sleeps ms, returns id
+//	once(id string, ms int)             the same, not idempotent
 func runFaultServant() {
 	s := servant.New(servant.Slots(1))
 	var calls atomic.Int64
@@ -66,5 +68,27 @@ func runFaultServant() {
 			return nil, jsonrpc.Errorf(jsonrpc.Cancelled, "slow: cancelled")
 		}
 	})
+	execLog := os.Getenv("FAULT_EXEC_LOG")
+	record := func(_ context.Context, c *servant.Call) (any, error) {
+		var id string
+		var ms int
+		if err := c.Bind(&id, &ms); err != nil {
+			return nil, err
+		}
+		if execLog != "" {
+			// One write of one line with O_APPEND: lines from all servant
+			// processes interleave whole.
+			f, err := os.OpenFile(execLog, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+			if err != nil {
+				return nil, err
+			}
+			f.WriteString(id + "\n")
+			f.Close()
+		}
+		time.Sleep(time.Duration(ms) * time.Millisecond)
+		return id, nil
+	}
+	s.MustHandle("work(id string, ms int) idempotent", record)
+	s.MustHandle("once(id string, ms int)", record)
 	servant.Main(s, servant.EnvAddr("127.0.0.1:7001"))
 }
