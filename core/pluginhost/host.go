@@ -122,7 +122,7 @@ func (h *Host) launch() (*goplugin.Client, *plugin.Client, *plugin.Manifest, err
 	rpc, err := client.Client()
 	if err != nil {
 		client.Kill()
-		if strings.Contains(err.Error(), "Incompatible API version") {
+		if strings.Contains(strings.ToLower(err.Error()), "incompatible api version") {
 			return nil, nil, nil, fmt.Errorf("plugin %s: %v; this mserve speaks dispatch plugin protocol %d: rebuild the plugin against its sdk/plugin",
 				h.cfg.Path, err, plugin.ProtocolVersion)
 		}
