@@ -12,6 +12,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"path"
+	"slices"
 	"strings"
 
 	"github.com/mserve/mserve/sdk/decl"
@@ -244,7 +245,13 @@ func (f *File) checkGrants() error {
 		}
 		return nil
 	}
-	for name, r := range f.Roles {
+	names := make([]string, 0, len(f.Roles))
+	for name := range f.Roles {
+		names = append(names, name)
+	}
+	slices.SortFunc(names, func(a, b string) int { return f.Roles[a].Line - f.Roles[b].Line }) // report the first line in the file
+	for _, name := range names {
+		r := f.Roles[name]
 		if err := check(r.Line, "role "+name, r.Grants); err != nil {
 			return err
 		}

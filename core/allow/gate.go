@@ -2,6 +2,7 @@ package allow
 
 import (
 	"fmt"
+	"net"
 	"os"
 	"slices"
 	"sync"
@@ -236,7 +237,11 @@ func (g *Gate) Authenticate(user, secret, source string) (string, *jsonrpc.Error
 	}
 	u, err := p.Authenticate(user, secret)
 	if err != nil {
-		if n, ok := g.authLog.allow(source, time.Now()); ok {
+		host := source
+		if h, _, err := net.SplitHostPort(source); err == nil {
+			host = h // one client retrying from new ports is one source
+		}
+		if n, ok := g.authLog.allow(host, time.Now()); ok {
 			g.log.Warn("authentication failed", zap.String("source", source), zap.String("user", user),
 				zap.Int("failures_since_last_report", n))
 		}

@@ -71,8 +71,9 @@ type Servant struct {
 }
 
 type entry struct {
-	fn *decl.Func
-	h  Handler
+	fn    *decl.Func
+	check *decl.Checker
+	h     Handler
 }
 
 // Option configures a Servant.
@@ -129,6 +130,10 @@ func (s *Servant) Handle(declaration string, h Handler) error {
 	if err != nil {
 		return fmt.Errorf("declaration %q: %w", declaration, err)
 	}
+	check, err := decl.Compile(fn)
+	if err != nil {
+		return fmt.Errorf("declaration %q: %w", declaration, err)
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.started {
@@ -137,7 +142,7 @@ func (s *Servant) Handle(declaration string, h Handler) error {
 	if _, dup := s.funcs[fn.Name]; dup {
 		return fmt.Errorf("function %q declared twice", fn.Name)
 	}
-	s.funcs[fn.Name] = &entry{fn: fn, h: h}
+	s.funcs[fn.Name] = &entry{fn: fn, check: check, h: h}
 	s.order = append(s.order, fn.Name)
 	return nil
 }
@@ -318,7 +323,16 @@ func (s *Servant) run(j *job) {
 		}
 		return
 	}
-	call := &Call{Method: j.method, Params: j.params, fn: j.e.fn}
+	// The servant checks its arguments against its own declaration too,
+	// whoever sent the call: nothing that breaks it reaches the handler.
+	params, perr := j.e.check.Check(j.params)
+	if perr != nil {
+		if j.id != nil {
+			j.c.respondError(j.id, perr)
+		}
+		return
+	}
+	call := &Call{Method: j.method, Params: params, fn: j.e.fn}
 	start := time.Now()
 	res, err := s.invoke(j, call)
 	took := time.Since(start)
@@ -470,7 +484,15 @@ func (c *Call) Bind(ptrs ...any) error {
 			*raw = args[i]
 			continue
 		}
-		if err := json.Unmarshal(args[i], ptr); err != nil {
+		arg := args[i]
+		if p := &c.fn.Params[i]; p.Type.Name == "int" {
+			// 1e3 and 97.0 are ints in a declaration: give encoding/json
+			// the digits it expects.
+			if v, err := p.Check(arg); err == nil {
+				arg = strconv.AppendInt(nil, v.(int64), 10)
+			}
+		}
+		if err := json.Unmarshal(arg, ptr); err != nil {
 			p := c.fn.Params[i]
 			return jsonrpc.Errorf(jsonrpc.InvalidParams, "invalid params: %s: parameter %q (%s): %v", c.fn.Name, p.Name, p.Type, unwrapJSON(err))
 		}

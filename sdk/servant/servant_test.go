@@ -228,9 +228,11 @@ func TestBindOverTheWire(t *testing.T) {
 		{"no params at all", "add", ``, ``, jsonrpc.InvalidParams, []string{`missing required parameter "a"`}},
 		{"too many", "add", `[1, 2, 3]`, ``, jsonrpc.InvalidParams, []string{`add takes 2 argument(s), got 3`}},
 		{"unknown name", "add", `{"a":1,"c":2}`, ``, jsonrpc.InvalidParams, []string{`add has no parameter "c"`}},
-		{"wrong type", "add", `["one"]`, ``, jsonrpc.InvalidParams, []string{`parameter "a" (int)`, `cannot use a JSON string as int`}},
-		{"wrong type second", "add", `[1, true]`, ``, jsonrpc.InvalidParams, []string{`parameter "b" (int)`, `JSON bool`}},
-		{"wrong nested type", "label", `{"n":1,"xs":[["x"]]}`, ``, jsonrpc.InvalidParams, []string{`parameter "xs" (list<list<int>>)`}},
+		{"wrong type", "add", `["one"]`, ``, jsonrpc.InvalidParams, []string{`parameter "a" expects int, got "one"`, `not a whole number`}},
+		{"wrong type second", "add", `[1, true]`, ``, jsonrpc.InvalidParams, []string{`parameter "b" expects int, got true`}},
+		{"wrong nested type", "label", `{"n":1,"xs":[["x"]]}`, ``, jsonrpc.InvalidParams, []string{`parameter "xs" expects list<list<int>>`, `element 0`}},
+		{"int written as 1e1 binds as 10", "add", `[1e1, 1.0]`, `11`, 0, nil},
+		{"fractional int refused before the handler", "add", `[1.5]`, ``, jsonrpc.InvalidParams, []string{`an int is never rounded`}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
