@@ -41,9 +41,10 @@ type Algorithm struct {
 
 // decision is a plugin's answer to one batch, with the calls it was about.
 type decision struct {
-	calls []*dispatch.Call // the batch, by position
-	resp  *plugin.AssignResponse
-	err   error
+	calls    []*dispatch.Call // the batch, by position
+	servants int              // how many servants it was sent
+	resp     *plugin.AssignResponse
+	err      error
 }
 
 // NewAlgorithm returns the plugin algorithm called name (with the backlog
@@ -80,10 +81,11 @@ func (a *Algorithm) Assign(calls []*dispatch.Call, servants []*dispatch.Servant,
 	busy := a.inFlight
 	a.mu.Unlock()
 
+	var failed error
 	if d != nil {
-		if err := a.apply(d, calls, p); err != nil {
-			a.h.failed(err)
-			a.h.log.Debug("plugin decision failed; the fallback decides", zap.String("algorithm", a.name), zap.Error(err))
+		if failed = a.apply(d, calls, p); failed != nil {
+			a.h.failed(failed)
+			a.h.log.Debug("plugin decision failed; the fallback decides", zap.String("algorithm", a.name), zap.Error(failed))
 		} else {
 			a.h.succeeded()
 		}
@@ -97,7 +99,7 @@ func (a *Algorithm) Assign(calls []*dispatch.Call, servants []*dispatch.Servant,
 		a.fallback.Assign(calls, servants, p)
 		return
 	}
-	if d != nil && d.err != nil {
+	if failed != nil {
 		// The plugin just failed this batch: the fallback decides it now
 		// rather than the calls waiting another round trip.
 		a.h.Stats.Fallbacks.Add(1)
@@ -107,8 +109,10 @@ func (a *Algorithm) Assign(calls []*dispatch.Call, servants []*dispatch.Servant,
 }
 
 // apply takes the decisions of a finished batch for the calls still
-// waiting. A failed batch, or one whose decisions the plan refuses
-// wholesale, is an error: garbage from the plugin.
+// waiting. A failed batch, or one with decisions about calls or servants it
+// was not sent, is an error: garbage from the plugin. (Decisions the plan
+// refuses because things changed during the round trip are not: the calls
+// go in the next batch.)
 func (a *Algorithm) apply(d *decision, calls []*dispatch.Call, p *dispatch.Plan) error {
 	if d.err != nil {
 		return d.err
@@ -117,53 +121,37 @@ func (a *Algorithm) apply(d *decision, calls []*dispatch.Call, p *dispatch.Plan)
 	for i, c := range calls {
 		index[c] = i
 	}
-	tried, took := 0, 0
 	for _, as := range d.resp.Assignments {
-		if as.Call < 0 || as.Call >= len(d.calls) {
-			continue
+		if as.Call < 0 || as.Call >= len(d.calls) || as.Servant < 0 || as.Servant >= d.servants {
+			return fmt.Errorf("plugin algorithm %q answered a decision about call %d and servant %d; it was sent %d calls and %d servants",
+				a.name, as.Call, as.Servant, len(d.calls), d.servants)
 		}
-		ci, still := index[d.calls[as.Call]]
-		if !still {
-			continue // answered meanwhile (timeout, cancel)
-		}
-		tried++
-		if p.Assign(ci, as.Servant) {
-			took++
+	}
+	for _, as := range d.resp.Assignments {
+		if ci, still := index[d.calls[as.Call]]; still { // else answered meanwhile (timeout, cancel)
+			p.Assign(ci, as.Servant)
 		}
 	}
 	if !d.resp.Wake.IsZero() {
 		p.WakeAt(d.resp.Wake)
 	}
-	if len(d.resp.Assignments) > 0 && tried > 0 && took == 0 {
-		return fmt.Errorf("plugin algorithm %q answered %d decisions the plan refused", a.name, tried)
-	}
-	if len(d.resp.Assignments) > 0 && tried == 0 && outOfRange(d) {
-		return fmt.Errorf("plugin algorithm %q answered decisions about calls it was not sent", a.name)
-	}
 	return nil
 }
 
-func outOfRange(d *decision) bool {
-	for _, as := range d.resp.Assignments {
-		if as.Call < 0 || as.Call >= len(d.calls) {
-			return true
-		}
-	}
-	return false
-}
-
-// send starts a batch with the calls still unassigned, if any could move.
+// send starts a batch with the calls still unassigned, as many as the
+// servants could take now (free slots and backlog room), if any.
 func (a *Algorithm) send(stub *plugin.Client, calls []*dispatch.Call, servants []*dispatch.Servant, p *dispatch.Plan) {
+	room := capacity(servants, p)
 	var batch []*dispatch.Call
 	for i, c := range calls {
+		if len(batch) >= min(room, maxBatch) {
+			break
+		}
 		if !p.Assigned(i) {
 			batch = append(batch, c)
-			if len(batch) == maxBatch {
-				break
-			}
 		}
 	}
-	if len(batch) == 0 || !anyCapacity(servants, p) {
+	if len(batch) == 0 {
 		return
 	}
 	req := &plugin.AssignRequest{
@@ -183,12 +171,12 @@ func (a *Algorithm) send(stub *plugin.Client, calls []*dispatch.Call, servants [
 	a.mu.Unlock()
 	a.h.Stats.Decisions.Add(1)
 	a.h.Stats.Calls.Add(uint64(len(batch)))
-	go a.decide(stub, req, batch)
+	go a.decide(stub, req, batch, len(servants))
 }
 
 // decide runs one batch in the plugin, within the deadline, then wakes the
 // engine to apply the answer.
-func (a *Algorithm) decide(stub *plugin.Client, req *plugin.AssignRequest, batch []*dispatch.Call) {
+func (a *Algorithm) decide(stub *plugin.Client, req *plugin.AssignRequest, batch []*dispatch.Call, servants int) {
 	ctx, cancel := context.WithTimeout(context.Background(), a.h.cfg.Deadline)
 	resp, err := stub.Assign(ctx, req)
 	cancel()
@@ -196,7 +184,7 @@ func (a *Algorithm) decide(stub *plugin.Client, req *plugin.AssignRequest, batch
 		err = fmt.Errorf("plugin algorithm %q did not decide within %v", a.name, a.h.cfg.Deadline)
 	}
 	a.mu.Lock()
-	a.ready = &decision{calls: batch, resp: resp, err: err}
+	a.ready = &decision{calls: batch, servants: servants, resp: resp, err: err}
 	a.inFlight = false
 	wake := a.wake
 	a.mu.Unlock()
@@ -205,13 +193,15 @@ func (a *Algorithm) decide(stub *plugin.Client, req *plugin.AssignRequest, batch
 	}
 }
 
-func anyCapacity(servants []*dispatch.Servant, p *dispatch.Plan) bool {
+// capacity is how many calls the servants could take now.
+func capacity(servants []*dispatch.Servant, p *dispatch.Plan) int {
+	n := 0
 	for _, s := range servants {
-		if s.Available() && (s.Free() > 0 || s.Backlog < p.MaxBacklog) {
-			return true
+		if s.Available() {
+			n += max(s.Free(), 0) + max(p.MaxBacklog-s.Backlog, 0)
 		}
 	}
-	return false
+	return n
 }
 
 var (

@@ -11,6 +11,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -106,15 +107,18 @@ func Start(cfg Config) (*Host, error) {
 
 // launch starts the process and describes it.
 func (h *Host) launch() (*goplugin.Client, *plugin.Client, *plugin.Manifest, error) {
-	out := &lineLog{log: h.log}
+	out := &lineLog{log: h.log, own: "plugin." + h.Name + ":"}
 	client := goplugin.NewClient(&goplugin.ClientConfig{
 		HandshakeConfig:  plugin.Handshake,
 		VersionedPlugins: map[int]goplugin.PluginSet{plugin.ProtocolVersion: {plugin.PluginName: &plugin.GRPCPlugin{}}},
 		Cmd:              exec.Command(h.cfg.Path),
 		AllowedProtocols: []goplugin.Protocol{goplugin.ProtocolGRPC},
 		StartTimeout:     10 * time.Second,
+		// Debug, because go-plugin relays the plugin's plain stderr lines
+		// (its log package, its start-up errors) at debug level; lineLog
+		// raises those to info.
 		Logger: hclog.New(&hclog.LoggerOptions{
-			Name: "plugin", Output: out, Level: hclog.Info, DisableTime: true,
+			Name: "plugin", Output: out, Level: hclog.Debug, DisableTime: true,
 		}),
 		SyncStdout: out,
 		SyncStderr: out,
@@ -174,6 +178,9 @@ func (h *Host) succeeded() { h.streak.Store(0) }
 // restart the plugin.
 func (h *Host) failed(err error) {
 	h.Stats.Failures.Add(1)
+	if !h.healthy.Load() {
+		return // already being restarted
+	}
 	if h.streak.Add(1) >= failuresToRestart || h.exited() {
 		h.streak.Store(0)
 		h.log.Warn("plugin failing; restarting it", zap.Error(err))
@@ -200,11 +207,8 @@ func (h *Host) supervise() {
 	for {
 		select {
 		case <-h.ctx.Done():
-			h.mu.Lock()
-			if h.client != nil {
-				h.client.Kill()
-			}
-			h.mu.Unlock()
+			h.healthy.Store(false)
+			killClient(h.takeClient())
 			return
 		case <-h.restart:
 		case <-tick.C:
@@ -214,11 +218,7 @@ func (h *Host) supervise() {
 			h.log.Warn("plugin process exited")
 		}
 		h.healthy.Store(false)
-		h.mu.Lock()
-		if h.client != nil {
-			h.client.Kill()
-		}
-		h.mu.Unlock()
+		killClient(h.takeClient())
 		for {
 			select {
 			case <-h.ctx.Done():
@@ -244,6 +244,36 @@ func (h *Host) supervise() {
 			backoff = h.cfg.MinBackoff
 			break
 		}
+	}
+}
+
+// takeClient removes the current client, to be killed outside the lock.
+func (h *Host) takeClient() *goplugin.Client {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	c := h.client
+	h.client, h.stub = nil, nil
+	return c
+}
+
+// killClient stops a plugin process: go-plugin's orderly Kill, and SIGKILL
+// when that has not finished within two seconds (a frozen process never
+// answers the request to shut down).
+func killClient(c *goplugin.Client) {
+	if c == nil {
+		return
+	}
+	done := make(chan struct{})
+	go func() { c.Kill(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(2 * time.Second):
+		if rc := c.ReattachConfig(); rc != nil && rc.Pid > 0 {
+			if p, err := os.FindProcess(rc.Pid); err == nil {
+				p.Kill()
+			}
+		}
+		<-done
 	}
 }
 
@@ -274,6 +304,7 @@ func (h *Host) Close() {
 // mserve's log, one entry per line, at the level the line names.
 type lineLog struct {
 	log *zap.Logger
+	own string // hclog's prefix for lines the plugin itself wrote
 	mu  sync.Mutex
 	buf []byte
 }
@@ -302,6 +333,8 @@ func (l *lineLog) emit(line string) {
 		l.log.Error("plugin output", zap.String("line", line))
 	case strings.Contains(line, "[WARN]"):
 		l.log.Warn("plugin output", zap.String("line", line))
+	case strings.Contains(line, "[DEBUG]") && strings.Contains(line, l.own):
+		l.log.Info("plugin output", zap.String("line", line)) // a plain line from the plugin's stderr
 	case strings.Contains(line, "[DEBUG]"), strings.Contains(line, "[TRACE]"):
 		l.log.Debug("plugin output", zap.String("line", line))
 	default:

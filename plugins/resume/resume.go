@@ -87,6 +87,9 @@ func New(cfg Settings) *Resume {
 	if cfg.Variance <= 0 {
 		cfg.Variance = 4
 	}
+	if cfg.UnskilledScore <= 0 {
+		cfg.UnskilledScore = 1
+	}
 	r := &Resume{cfg: cfg, workers: map[string]*worker{}}
 	r.load()
 	return r
