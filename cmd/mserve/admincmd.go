@@ -2,7 +2,6 @@ package main
 
 import (
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -30,15 +29,8 @@ func maintenanceMain(verb, what string, args []string) int {
 	addr := fs.String("admin", "127.0.0.1:5002", "mserve's admin address")
 	wait := fs.Duration("wait", 30*time.Second, "how long to wait for the servant's running calls to finish (drain, restart)")
 	fs.Usage = usageFor(fs, fmt.Sprintf(maintenanceUsage, verb, what))
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return exitOK
-		}
-		return exitUsage
-	}
-	if _, err := applyEnv(fs); err != nil {
-		fmt.Fprintf(os.Stderr, "mserve %s: %v\n", verb, err)
-		return exitUsage
+	if code, ok := parseFlags(fs, args); !ok {
+		return code
 	}
 	if fs.NArg() != 1 {
 		fs.Usage()
@@ -86,15 +78,8 @@ func statusMain(args []string) int {
 	addr := fs.String("admin", "127.0.0.1:5002", "mserve's admin address")
 	raw := fs.Bool("json", false, "print the JSON status instead")
 	fs.Usage = usageFor(fs, statusUsage)
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return exitOK
-		}
-		return exitUsage
-	}
-	if _, err := applyEnv(fs); err != nil {
-		fmt.Fprintln(os.Stderr, "mserve status:", err)
-		return exitUsage
+	if code, ok := parseFlags(fs, args); !ok {
+		return code
 	}
 	resp, err := (&http.Client{Timeout: 10 * time.Second}).Get("http://" + *addr + "/status")
 	if err != nil {

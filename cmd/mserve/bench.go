@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -74,15 +73,8 @@ func benchMain(args []string) int {
 	addr, direct, conc, conns, dur, n := &o.addr, &o.direct, &o.conc, &o.conns, &o.dur, &o.n
 	warmup, rounds, timeout, quiet := &o.warmup, &o.rounds, &o.timeout, &o.quiet
 	user, secret, directSecret, vs := &o.user, &o.secret, &o.directSecret, &o.vs
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return exitOK
-		}
-		return exitUsage
-	}
-	if _, err := applyEnv(fs); err != nil {
-		fmt.Fprintln(os.Stderr, "mserve bench:", err)
-		return exitUsage
+	if code, ok := parseFlags(fs, args); !ok {
+		return code
 	}
 	if fs.NArg() == 0 || *conc <= 0 || *conns <= 0 || *rounds <= 0 {
 		fs.Usage()

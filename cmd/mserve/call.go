@@ -60,15 +60,8 @@ func callFlags() (*flag.FlagSet, *callOptions) {
 func callMain(args []string) int {
 	fs, o := callFlags()
 	addr, url, timeout, wait, raw, user, secret := &o.addr, &o.url, &o.timeout, &o.wait, &o.raw, &o.user, &o.secret
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return exitOK
-		}
-		return exitUsage
-	}
-	if _, err := applyEnv(fs); err != nil {
-		fmt.Fprintln(os.Stderr, "mserve call:", err)
-		return exitUsage
+	if code, ok := parseFlags(fs, args); !ok {
+		return code
 	}
 	if fs.NArg() == 0 {
 		fs.Usage()

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -117,4 +118,21 @@ func (l *pathList) Set(v string) error {
 		}
 	}
 	return nil
+}
+
+// parseFlags parses a sub-command's flags and applies its environment
+// variables. It returns false with the exit status to use when the command
+// must stop (help asked for, or bad usage, already reported).
+func parseFlags(fs *flag.FlagSet, args []string) (int, bool) {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return exitOK, false
+		}
+		return exitUsage, false
+	}
+	if _, err := applyEnv(fs); err != nil {
+		fmt.Fprintf(os.Stderr, "%s: %v\n", fs.Name(), err)
+		return exitUsage, false
+	}
+	return exitOK, true
 }

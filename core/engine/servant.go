@@ -132,12 +132,7 @@ func (s *Servant) Down(lost []*Call, cause error) {
 	v.Used, v.LastRoute = false, "" // release its routing string at once
 	answer := s.lose(lost, now)
 	s.requeueBacklog()
-	sends := e.round(nil, now)
-	remaining := e.queued + e.running
-	s.notifyIdle()
-	e.mu.Unlock()
-	e.send(sends, nil)
-	s.answerLost(answer, cause, now, remaining)
+	s.afterLoss(answer, cause, now)
 }
 
 // Lost reports that the exchange of one call with the servant failed
@@ -147,7 +142,13 @@ func (s *Servant) Lost(c *Call, cause error) {
 	e := s.e
 	now := e.now()
 	e.mu.Lock()
-	answer := s.lose([]*Call{c}, now)
+	s.afterLoss(s.lose([]*Call{c}, now), cause, now)
+}
+
+// afterLoss runs a round for the calls a loss freed or sent back, unlocks
+// the engine and answers the lost calls. Caller holds e.mu.
+func (s *Servant) afterLoss(answer []*Call, cause error, now time.Time) {
+	e := s.e
 	sends := e.round(nil, now)
 	remaining := e.queued + e.running
 	s.notifyIdle()

@@ -164,42 +164,22 @@ func (l *HTTPLink) greet(ctx context.Context) (*wire.HelloResult, error) {
 	return hello, nil
 }
 
-// check runs health checks (rpc.ping over HTTP; any JSON-RPC answer counts)
-// until ctx ends.
+// check runs health checks (rpc.ping over HTTP; any JSON-RPC answer
+// counts) until ctx ends.
 func (l *HTTPLink) check(ctx context.Context) {
-	t := time.NewTicker(l.cfg.HealthInterval)
-	defer t.Stop()
-	fails, oks, healthy := 0, 0, true
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
+	runChecks(ctx, l.cfg, l.log, l.servant, func(ctx context.Context) error {
 		cctx, cancel := context.WithTimeout(ctx, l.cfg.HealthTimeout)
+		defer cancel()
 		out, err := l.post(cctx, []byte(`{"jsonrpc":"2.0","id":0,"method":"`+wire.MethodPing+`"}`))
-		cancel()
-		var resp jsonrpc.Response
 		if err == nil {
+			var resp jsonrpc.Response
 			err = jsonrpc.ParseResponse(out, &resp)
 		}
 		if err == nil {
 			l.errRun.Store(0)
-			fails, oks = 0, oks+1
-			if !healthy && oks >= l.cfg.HealthRise {
-				healthy = true
-				l.log.Info("servant passes health checks again; back in dispatch")
-				l.servant.SetHealth(true)
-			}
-			continue
 		}
-		oks, fails = 0, fails+1
-		if healthy && fails >= l.cfg.HealthFall {
-			healthy = false
-			l.log.Warn("servant fails health checks; out of dispatch until it answers", zap.Error(err))
-			l.servant.SetHealth(false)
-		}
-	}
+		return err
+	})
 }
 
 // Send implements engine.Transport: the call is POSTed by a goroutine of

@@ -322,7 +322,19 @@ func (l *Link) read(r *wire.Reader) error {
 // to rpc.ping counts (a plain JSON-RPC server's "method not found" too):
 // it shows the servant is alive and reading.
 func (l *Link) check(ctx context.Context) {
-	t := time.NewTicker(l.cfg.HealthInterval)
+	runChecks(ctx, l.cfg, l.log, l.servant, func(ctx context.Context) error {
+		if !l.ping(ctx) {
+			return fmt.Errorf("no answer to rpc.ping within %v", l.cfg.HealthTimeout)
+		}
+		return nil
+	})
+}
+
+// runChecks probes a servant every HealthInterval until ctx ends, taking it
+// out of dispatch after HealthFall failed probes in a row and putting it
+// back after HealthRise good ones.
+func runChecks(ctx context.Context, cfg Config, log *zap.Logger, s *engine.Servant, probe func(context.Context) error) {
+	t := time.NewTicker(cfg.HealthInterval)
 	defer t.Stop()
 	fails, oks, healthy := 0, 0, true
 	for {
@@ -331,21 +343,21 @@ func (l *Link) check(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		if l.ping(ctx) {
+		err := probe(ctx)
+		if err == nil {
 			fails, oks = 0, oks+1
-			if !healthy && oks >= l.cfg.HealthRise {
+			if !healthy && oks >= cfg.HealthRise {
 				healthy = true
-				l.log.Info("servant passes health checks again; back in dispatch")
-				l.servant.SetHealth(true)
+				log.Info("servant passes health checks again; back in dispatch")
+				s.SetHealth(true)
 			}
 			continue
 		}
 		oks, fails = 0, fails+1
-		if healthy && fails >= l.cfg.HealthFall {
+		if healthy && fails >= cfg.HealthFall {
 			healthy = false
-			l.log.Warn("servant fails health checks; out of dispatch until it answers",
-				zap.Int("missed", fails), zap.Duration("timeout", l.cfg.HealthTimeout))
-			l.servant.SetHealth(false)
+			log.Warn("servant fails health checks; out of dispatch until it answers", zap.Int("missed", fails), zap.Error(err))
+			s.SetHealth(false)
 		}
 	}
 }
@@ -366,12 +378,7 @@ func (l *Link) ping(ctx context.Context) bool {
 	l.pingID = id
 	w := l.w
 	l.mu.Unlock()
-	buf, start := wire.BeginFrame(w.Begin())
-	buf = append(buf, `{"jsonrpc":"2.0","id":`...)
-	buf = strconv.AppendUint(buf, id, 10)
-	buf = append(buf, `,"method":"`+wire.MethodPing+`"}`...)
-	buf, _ = wire.EndFrame(buf, start, 0)
-	w.End(buf)
+	writeControl(w, `{"jsonrpc":"2.0","id":`, id, `,"method":"`+wire.MethodPing+`"}`)
 	t := time.NewTimer(l.cfg.HealthTimeout)
 	defer t.Stop()
 	select {
@@ -437,10 +444,16 @@ func (l *Link) Cancel(c *engine.Call) {
 	if !ok {
 		return
 	}
+	writeControl(w, `{"jsonrpc":"2.0","method":"`+wire.MethodCancel+`","params":[`, c.LinkID, "]}")
+}
+
+// writeControl writes the frame head + id + tail, for mserve's own small
+// messages (rpc.ping, rpc.cancel).
+func writeControl(w *wire.Writer, head string, id uint64, tail string) {
 	buf, start := wire.BeginFrame(w.Begin())
-	buf = append(buf, `{"jsonrpc":"2.0","method":"`+wire.MethodCancel+`","params":[`...)
-	buf = strconv.AppendUint(buf, c.LinkID, 10)
-	buf = append(buf, "]}"...)
+	buf = append(buf, head...)
+	buf = strconv.AppendUint(buf, id, 10)
+	buf = append(buf, tail...)
 	buf, _ = wire.EndFrame(buf, start, 0)
 	w.End(buf)
 }
