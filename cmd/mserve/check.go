@@ -6,34 +6,81 @@ import (
 	"encoding/base64"
 	"fmt"
 	"os"
+	"sort"
 	"strings"
 
 	"github.com/mserve/mserve/core/allow"
+	"github.com/mserve/mserve/core/script"
 )
 
-const checkUsage = `mserve check validates an allowlist file and prints what it allows.
+const checkUsage = `mserve check validates allowlist files and Lua scripts, and prints what
+each allows or provides.
 
 Usage:
-  mserve check ALLOWLIST
+  mserve check FILE...      an allowlist, or a .lua script, or a folder of scripts
 
-Exit status: 0 when the file is valid, 1 when it is not (the error names the
-line), 2 on bad usage.
+Exit status: 0 when every file is valid, 1 when one is not (the error names
+the file and line), 2 on bad usage.
 `
 
 func checkMain(args []string) int {
-	if len(args) != 1 || strings.HasPrefix(args[0], "-") {
+	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
 		fmt.Fprint(os.Stderr, checkUsage)
 		if len(args) == 1 && (args[0] == "-h" || args[0] == "--help") {
 			return exitOK
 		}
 		return exitUsage
 	}
-	p, err := allow.LoadPath(args[0])
+	status := exitOK
+	for i, path := range args {
+		if i > 0 {
+			fmt.Println()
+		}
+		var code int
+		if fi, err := os.Stat(path); err == nil && (fi.IsDir() || strings.HasSuffix(path, ".lua")) {
+			code = checkScripts(path)
+		} else {
+			code = checkAllowlist(path)
+		}
+		status = max(status, code)
+	}
+	return status
+}
+
+// checkScripts compiles the Lua scripts at path (a file or a folder) as
+// mserve would load them, and lists what each provides.
+func checkScripts(path string) int {
+	files, _, err := script.LuaFiles([]string{path}, true)
+	if err == nil && len(files) == 0 {
+		err = fmt.Errorf("no .lua files in %s", path)
+	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "mserve check:", err)
 		return exitError
 	}
-	fmt.Printf("%s: valid\n\nfunctions (%d):\n", args[0], len(p.Functions()))
+	h, err := script.NewHost(script.Config{Files: files})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "mserve check:", err)
+		return exitError
+	}
+	for _, sc := range h.Set().Scripts {
+		names := make([]string, 0, len(sc.Provides))
+		for name, kind := range sc.Provides {
+			names = append(names, fmt.Sprintf("%s (%s)", name, kind))
+		}
+		sort.Strings(names)
+		fmt.Printf("%s: valid; provides %s\n", sc.Path, strings.Join(names, ", "))
+	}
+	return exitOK
+}
+
+func checkAllowlist(path string) int {
+	p, err := allow.LoadPath(path)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "mserve check:", err)
+		return exitError
+	}
+	fmt.Printf("%s: valid\n\nfunctions (%d):\n", path, len(p.Functions()))
 	for _, name := range p.Functions() {
 		fmt.Printf("  %s\n", p.Func(name).Decl)
 	}

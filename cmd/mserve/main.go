@@ -4,7 +4,7 @@
 //	mserve [flags] -servants host:port,…   balance over servants already running
 //	mserve call [flags] METHOD [ARGS...]   make one call and print its result and info
 //	mserve bench [flags] METHOD [ARGS...]  closed-loop load generator
-//	mserve check ALLOWLIST                 validate an allowlist file
+//	mserve check FILE...                   validate allowlist files and Lua scripts
 //	mserve status                          the running mserve's state, as tables
 //	mserve drain|undrain|restart SERVANT   maintenance of one servant
 //	mserve new-secret                      make a random secret and its hash for the allowlist

@@ -452,3 +452,140 @@ func TestEveryCallAnsweredExactlyOnce(t *testing.T) {
 type replierFunc func(*Call, *Answer)
 
 func (f replierFunc) Answer(c *Call, a *Answer) { f(c, a) }
+
+// TestOutlierEjection: a servant whose calls fail in a row is taken out of
+// dispatch for a while, then readmitted; at most half the servants are
+// ever out.
+func TestOutlierEjection(t *testing.T) {
+	now := time.Date(2026, 1, 2, 9, 30, 0, 0, time.UTC)
+	var mu sync.Mutex
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	advance := func(d time.Duration) { mu.Lock(); now = now.Add(d); mu.Unlock() }
+	e := newEngine(t, "orig", Config{EjectAfter: 3, EjectFor: time.Minute, Now: clock})
+	l1, l2, l3 := newFakeLink(), newFakeLink(), newFakeLink()
+	s1 := e.AddServant(ServantSpec{Name: "s1"}, l1)
+	s2 := e.AddServant(ServantSpec{Name: "s2"}, l2)
+	s3 := e.AddServant(ServantSpec{Name: "s3"}, l3)
+	for _, s := range []*Servant{s1, s2, s3} {
+		s.Up(Announce{})
+	}
+	rec := newRecorder()
+	internal := &jsonrpc.Response{Error: []byte(`{"code":-32603,"message":"boom"}`)}
+	appErr := &jsonrpc.Response{Error: []byte(`{"code":-32602,"message":"bad argument"}`)}
+	// Application errors do not count against the servant.
+	for range 5 {
+		e.Submit(call(rec, "f", `[1]`))
+		s1.Done(sentCall(t, l1), appErr, nil)
+		rec.wait(t)
+	}
+	if e.Stats().Servants[0].Ejected {
+		t.Fatal("s1 was ejected for its callers' mistakes")
+	}
+	// Three internal errors in a row eject it.
+	for range 3 {
+		e.Submit(call(rec, "f", `[1]`))
+		s1.Done(sentCall(t, l1), internal, nil)
+		rec.wait(t)
+	}
+	st := e.Stats()
+	if !st.Servants[0].Ejected || st.Ejections != 1 {
+		t.Fatalf("after 3 internal errors: ejected=%v ejections=%d", st.Servants[0].Ejected, st.Ejections)
+	}
+	e.Submit(call(rec, "f", `[1]`)) // orig would pick s1 first: it goes to s2
+	if c := sentCall(t, l2); c == nil {
+		t.Fatal("the call did not go to s2")
+	} else {
+		s2.Done(c, ok("1"), nil)
+		rec.wait(t)
+	}
+	// s2 fails too: ejecting it would leave 1 of 3 — more than half out? 2 of 3 out is more than half: refused.
+	for range 3 {
+		e.Submit(call(rec, "f", `[1]`))
+		s2.Done(sentCall(t, l2), internal, nil)
+		rec.wait(t)
+	}
+	if e.Stats().Servants[1].Ejected {
+		t.Error("a second servant of three was ejected: more than half would be out")
+	}
+	// After EjectFor, s1 is readmitted at the next round.
+	advance(time.Minute + time.Second)
+	e.Submit(call(rec, "f", `[1]`))
+	if c := sentCall(t, l1); c == nil {
+		t.Fatal("s1 was not readmitted")
+	} else {
+		s1.Done(c, ok("1"), nil)
+		rec.wait(t)
+	}
+	if e.Stats().Servants[0].Ejected {
+		t.Error("s1 still ejected after its time")
+	}
+	_ = s3
+}
+
+// TestSlowServantEjected: with EjectSlower set, a servant whose latency
+// passes that many times its peers' average is ejected.
+func TestSlowServantEjected(t *testing.T) {
+	now := time.Date(2026, 1, 2, 9, 30, 0, 0, time.UTC)
+	var mu sync.Mutex
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	advance := func(d time.Duration) { mu.Lock(); now = now.Add(d); mu.Unlock() }
+	e := newEngine(t, "least", Config{EjectSlower: 5, EjectFor: time.Minute, Now: clock})
+	links := []*fakeLink{newFakeLink(), newFakeLink(), newFakeLink()}
+	var servants []*Servant
+	for i, l := range links {
+		s := e.AddServant(ServantSpec{Name: fmt.Sprint("s", i+1)}, l)
+		s.Up(Announce{})
+		servants = append(servants, s)
+	}
+	rec := newRecorder()
+	// 25 calls on each: s3 takes 20 ms, the others 1 ms.
+	for range 25 {
+		for i, l := range links {
+			e.Submit(call(rec, "f", `[1]`))
+			c := sentCall(t, l)
+			if i == 2 {
+				advance(20 * time.Millisecond)
+			} else {
+				advance(time.Millisecond)
+			}
+			servants[i].Done(c, ok("1"), nil)
+			rec.wait(t)
+			if e.Stats().Servants[2].Ejected {
+				return
+			}
+		}
+	}
+	t.Fatalf("the slow servant was not ejected: %+v", e.Stats().Servants)
+}
+
+// TestIdempotentCallRedispatched: a servant lost under an idempotent call
+// sends it to another servant; a non-idempotent one is answered lost.
+func TestIdempotentCallRedispatched(t *testing.T) {
+	e := newEngine(t, "orig", Config{})
+	l1, l2 := newFakeLink(), newFakeLink()
+	s1 := e.AddServant(ServantSpec{Name: "s1", Slots: 2}, l1)
+	s2 := e.AddServant(ServantSpec{Name: "s2", Slots: 2}, l2)
+	s1.Up(Announce{})
+	rec := newRecorder()
+	idem, plain := call(rec, "f", `["i"]`), call(rec, "f", `["p"]`)
+	idem.Idempotent = true
+	e.Submit(idem)
+	e.Submit(plain)
+	a, b := sentCall(t, l1), sentCall(t, l1)
+	s2.Up(Announce{})
+	s1.Down([]*Call{a, b}, errors.New("killed"))
+	c, resp := rec.wait(t)
+	if c != plain || resp["error"].(map[string]any)["code"] != float64(jsonrpc.ServantLost) {
+		t.Fatalf("first answer: %v for %v, want servant lost for the non-idempotent call", resp, c)
+	}
+	if again := sentCall(t, l2); again != idem {
+		t.Fatal("the idempotent call was not sent to s2")
+	}
+	s2.Done(idem, ok(`"i"`), nil)
+	if c, resp := rec.wait(t); c != idem || resp["result"] != "i" {
+		t.Errorf("idempotent call answered %v", resp)
+	}
+	if st := e.Stats(); st.Redispatched != 1 {
+		t.Errorf("redispatched = %d, want 1", st.Redispatched)
+	}
+}

@@ -55,7 +55,7 @@ func compileFile(path string, log *zap.Logger) (*Script, error) {
 			if pe.Pos.Line < 0 {
 				return nil, fmt.Errorf("%s: %s at EOF (the end of the file: an unclosed function, if or do?)", path, strings.TrimSpace(pe.Message))
 			}
-			return nil, fmt.Errorf("%s:%d:%d: %s near %q (line:%d)", path, pe.Pos.Line, pe.Pos.Column, strings.TrimSpace(pe.Message), pe.Token, pe.Pos.Line)
+			return nil, fmt.Errorf("%s:%d:%d: %s near %q", path, pe.Pos.Line, pe.Pos.Column, strings.TrimSpace(pe.Message), pe.Token)
 		}
 		return nil, fmt.Errorf("%s: %v", path, err)
 	}

@@ -70,7 +70,7 @@ func TestLoadErrorsAtLaunch(t *testing.T) {
 		src  string
 		want []string // in the error, besides the file's path
 	}{
-		{"syntax error", "-- a comment\nmserve.route(\"r\", function(call)\n  return call.method +* 1\nend)\n", []string{"line:3"}},
+		{"syntax error", "-- a comment\nmserve.route(\"r\", function(call)\n  return call.method +* 1\nend)\n", []string{":3:"}},
 		{"unclosed function", "mserve.route(\"r\", function(call)\n  return 'x'\n", []string{"at EOF"}},
 		{"runtime error at top level", "local x = 1\nlocal y = nil + x\n", []string{"bad.lua:2:"}},
 		{"registers nothing", "local x = 1\n", []string{"registers nothing"}},
@@ -153,7 +153,7 @@ func TestReloadKeepsLastGoodVersion(t *testing.T) {
 		t.Fatalf("logged %d \"script not reloaded\" errors, want 1", len(errs))
 	}
 	msg := fieldString(errs[0], "error")
-	if !strings.Contains(msg, p) || !strings.Contains(msg, "line:3") || !strings.Contains(msg, "keeping the last version") {
+	if !strings.Contains(msg, p) || !strings.Contains(msg, ":3:") || !strings.Contains(msg, "keeping the last version") {
 		t.Errorf("logged %q; want the file, the line (3) and that the last version is kept", msg)
 	}
 	if errs[0].Level != zapcore.ErrorLevel {
