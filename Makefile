@@ -7,6 +7,7 @@ FUZZTIME ?= 10s
 BENCHTIME ?= 1s
 
 .PHONY: all build plugins demo test test-short bench fuzz docs clean
+.PHONY: bench-peers bench-locality bench-uneven bench-scale bench-report bench-doc
 
 all: build
 
@@ -53,3 +54,26 @@ docs:
 
 clean:
 	rm -rf $(BIN)
+
+# The benchmark issue's end-to-end benchmarks (examples/benchmarks/README.md;
+# results in docs/benchmarks.md). They need bash and curl; bench-peers also
+# HAProxy, nginx and wrk, which it installs with apt-get when run as root.
+bench-peers: build
+	BIN=$(BIN) ./examples/benchmarks/peers.sh
+
+bench-locality: build
+	BIN=$(BIN) ./examples/benchmarks/locality.sh
+
+bench-uneven: build
+	BIN=$(BIN) ./examples/benchmarks/uneven.sh
+
+bench-scale: build
+	BIN=$(BIN) ./examples/benchmarks/scale.sh
+
+# All of the above, then the plots and the generated tables of docs/benchmarks.md.
+bench-report: build
+	BIN=$(BIN) ./examples/benchmarks/report.sh
+
+# Only the plots and tables, from the results already in examples/benchmarks/results.
+bench-doc:
+	ONLY_DOC=1 ./examples/benchmarks/report.sh
