@@ -29,7 +29,16 @@ type Config struct {
 	SpawnSlots int      // slots for spawned servants; 0 lets each servant say (default 1)
 	SpawnTags  []string // tags for spawned servants
 
+	Launchers      []string // `mserve launcher` agents (host:port) that start the Spawn servants on their hosts, round-robin, instead of this host
+	LauncherSecret string   // the secret the launchers require (proved by challenge-response, never sent)
+
 	Servants []ServantSpec // servants already running, here or on other hosts
+
+	RegisterAddr   string // address servants dial to register themselves (rpc.register); "" turns registration off
+	RegisterSecret string // secret a registering servant must present (required with RegisterAddr)
+
+	Etcd       []string // etcd endpoints where servants and live settings are discovered (see core/discover); nil turns discovery off
+	EtcdPrefix string   // the etcd tree's root (default "/mserve")
 
 	Allow         string // allowlist file; "" means the servants' own declarations are the allowlist
 	ServantSecret string // secret servants require in mserve's hello; "" gives local servants a fresh random one per launch and remote ones none

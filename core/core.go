@@ -25,11 +25,11 @@ import (
 	"github.com/mserve/mserve/core/engine"
 	"github.com/mserve/mserve/core/frontend"
 	"github.com/mserve/mserve/core/httpfront"
-	"github.com/mserve/mserve/core/link"
 	"github.com/mserve/mserve/core/metrics"
 	"github.com/mserve/mserve/core/native"
 	"github.com/mserve/mserve/core/pluginhost"
 	"github.com/mserve/mserve/core/querylog"
+	"github.com/mserve/mserve/core/register"
 	"github.com/mserve/mserve/core/registry"
 	"github.com/mserve/mserve/core/route"
 	"github.com/mserve/mserve/core/script"
@@ -56,6 +56,16 @@ type Balancer struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
+
+	algos  *algo.Registry
+	routes *route.Registry
+
+	mu       sync.Mutex
+	members  map[string]*member // by servant name
+	algoName string             // the algorithm in force
+	routing  string             // the routing function or expression in force
+	joinMu   sync.Mutex         // one servant joins at a time (registration, discovery): names stay unique
+	register net.Listener       // registration address; nil when off
 
 	procs  []*supervise.Process
 	native *native.Server
@@ -105,8 +115,14 @@ func New(cfg Config, log *zap.Logger) (_ *Balancer, err error) {
 	if cfg.Spawn > 0 && len(cfg.Command) == 0 {
 		return nil, errors.New("no servant command: give it after the count, as in: mserve 3 ./servant")
 	}
-	if cfg.Spawn == 0 && len(cfg.Servants) == 0 {
-		return nil, errors.New("no servants: start some (mserve N COMMAND ARGS...) or name running ones (-servants host:port,...)")
+	if err := checkLaunchers(cfg); err != nil {
+		return nil, err
+	}
+	if cfg.Spawn == 0 && len(cfg.Servants) == 0 && cfg.RegisterAddr == "" && len(cfg.Etcd) == 0 {
+		return nil, errors.New("no servants: start some (mserve N COMMAND ARGS...), name running ones (-servants host:port,...), let them register (-register host:port) or discover them in etcd (-etcd host:port)")
+	}
+	if cfg.RegisterAddr != "" && cfg.RegisterSecret == "" {
+		return nil, errors.New("-register needs -register-secret: servants must present it to join")
 	}
 	if cfg.HTTPAddr == "" && cfg.NativeAddr == "" {
 		return nil, errors.New("no front end: set -http, -listen or both")
@@ -121,7 +137,7 @@ func New(cfg Config, log *zap.Logger) (_ *Balancer, err error) {
 		}
 		names[s.Name] = true
 	}
-	b := &Balancer{cfg: cfg, log: log}
+	b := &Balancer{cfg: cfg, log: log, members: map[string]*member{}, algoName: cfg.Algorithm, routing: cfg.Routing}
 	defer func() {
 		if err != nil {
 			b.closePlugins() // no plugin process outlives a failed start
@@ -131,6 +147,7 @@ func New(cfg Config, log *zap.Logger) (_ *Balancer, err error) {
 	if err != nil {
 		return nil, err
 	}
+	b.algos, b.routes = algos, routes
 	a, err := algo.New(algos, cfg.Algorithm, algo.Config{RouteExpire: cfg.RouteExpire})
 	if err != nil {
 		return nil, err
@@ -232,7 +249,7 @@ func (b *Balancer) registries() (*algo.Registry, *route.Registry, error) {
 
 // startPlugin starts a compiled plugin and registers what it provides.
 func (b *Balancer) startPlugin(path string, algos *algo.Registry, routes *route.Registry, fallbackName string, fallbackRoute dispatch.Router) error {
-	h, err := pluginhost.Start(pluginhost.Config{Path: path, Deadline: b.cfg.PluginDeadline, Log: b.log})
+	h, err := pluginhost.Start(pluginhost.Config{Path: path, Deadline: b.cfg.PluginDeadline, Log: b.log, Env: b.pluginEnv()})
 	if err != nil {
 		return err
 	}
@@ -374,6 +391,10 @@ func (b *Balancer) AdminAddr() string { return addrOf(b.adminLn) }
 // pages can be added to it; nil without an admin address.
 func (b *Balancer) Admin() *admin.Handler { return b.admin }
 
+// RegisterAddr returns the address servants register at, or "" when
+// registration is off.
+func (b *Balancer) RegisterAddr() string { return addrOf(b.register) }
+
 // HTTPAddr returns the address the HTTP front end listens on, once
 // started, or "".
 func (b *Balancer) HTTPAddr() string { return addrOf(b.httpLn) }
@@ -413,6 +434,16 @@ func (b *Balancer) Start() error {
 			return fmt.Errorf("admin endpoint: %w", err)
 		}
 	}
+	if b.cfg.RegisterAddr != "" {
+		if b.register, err = net.Listen("tcp", b.cfg.RegisterAddr); err != nil {
+			for _, ln := range []net.Listener{b.nativeLn, b.httpLn, b.adminLn} {
+				if ln != nil {
+					ln.Close()
+				}
+			}
+			return fmt.Errorf("registration address: %w", err)
+		}
+	}
 	b.ctx, b.cancel = context.WithCancel(context.Background())
 	b.started = time.Now()
 	localSecret := b.cfg.ServantSecret
@@ -434,23 +465,50 @@ func (b *Balancer) Start() error {
 		}()
 	}
 
-	for i := range b.cfg.Spawn {
-		addr, err := supervise.FreeAddr()
-		if err != nil {
+	if len(b.cfg.Launchers) > 0 { // the N servants on other hosts (launched.go)
+		if err := b.startLaunched(localSecret); err != nil {
 			b.abort()
-			return fmt.Errorf("finding a port for servant %s: %w", spawnName(i), err)
+			return err
 		}
-		name := spawnName(i)
-		l := b.addLink(engine.ServantSpec{Name: name, Addr: addr, Slots: b.cfg.SpawnSlots, Tags: b.cfg.SpawnTags}, localSecret, true)
-		b.procs = append(b.procs, supervise.Start(supervise.Config{
-			Name: name, Command: b.cfg.Command[0], Args: b.cfg.Command[1:], Addr: addr,
-			Env:        []string{supervise.EnvSecret + "=" + localSecret},
-			MinBackoff: b.cfg.RestartMin, MaxBackoff: b.cfg.RestartMax,
-			Log: b.log, OnStart: l.Kick,
-		}))
+	} else {
+		for i := range b.cfg.Spawn {
+			addr, err := supervise.FreeAddr()
+			if err != nil {
+				b.abort()
+				return fmt.Errorf("finding a port for servant %s: %w", spawnName(i), err)
+			}
+			name := spawnName(i)
+			l := b.addLink(engine.ServantSpec{Name: name, Addr: addr, Slots: b.cfg.SpawnSlots, Tags: b.cfg.SpawnTags}, localSecret, true)
+			b.procs = append(b.procs, supervise.Start(supervise.Config{
+				Name: name, Command: b.cfg.Command[0], Args: b.cfg.Command[1:], Addr: addr,
+				Env:        []string{supervise.EnvSecret + "=" + localSecret},
+				MinBackoff: b.cfg.RestartMin, MaxBackoff: b.cfg.RestartMax,
+				Log: b.log, OnStart: l.Kick,
+			}))
+		}
 	}
 	for _, s := range b.cfg.Servants {
 		b.addLink(engine.ServantSpec{Name: s.Name, Addr: s.Addr, Slots: s.Slots, Tags: s.Tags}, b.cfg.ServantSecret, false)
+	}
+	if err := b.startDiscovery(); err != nil { // servants and settings in etcd (discovered.go)
+		b.abort()
+		return err
+	}
+
+	if b.register != nil {
+		reg := register.New(register.Config{Secret: b.cfg.RegisterSecret, MaxFrame: b.cfg.MaxFrame, Log: b.log,
+			Join: func(r *register.Registration) (func(), error) {
+				b.joinMu.Lock()
+				defer b.joinMu.Unlock()
+				return b.join(r.Name, r.Conn, r.Reader, r.Params)
+			}})
+		b.wg.Add(1)
+		go func() {
+			defer b.wg.Done()
+			if err := reg.Serve(b.ctx, b.register); err != nil {
+				b.log.Error("registration address stopped", zap.Error(err))
+			}
+		}()
 	}
 
 	b.conns = connlimit.New(b.cfg.MaxConns)
@@ -499,8 +557,9 @@ func (b *Balancer) Start() error {
 		}()
 	}
 	b.log.Info("mserve started",
-		zap.String("native", b.NativeAddr()), zap.String("http", b.HTTPAddr()), zap.String("admin", b.AdminAddr()), zap.Stringer("allowlist", b.gate),
-		zap.String("algo", b.cfg.Algorithm), zap.String("routing", b.cfg.Routing),
+		zap.String("native", b.NativeAddr()), zap.String("http", b.HTTPAddr()), zap.String("admin", b.AdminAddr()),
+		zap.String("register", b.RegisterAddr()), zap.Stringer("allowlist", b.gate),
+		zap.String("algo", b.Algorithm()), zap.String("routing", b.Routing()),
 		zap.Int("spawned", b.cfg.Spawn), zap.Int("remote", len(b.cfg.Servants)))
 	return nil
 }
@@ -513,37 +572,9 @@ func randomSecret() string {
 	return hex.EncodeToString(b[:])
 }
 
-// servantLink is what Start needs of a link, native or HTTP.
-type servantLink interface {
-	Attach(*engine.Servant)
-	Run(context.Context)
-	Kick()
-	engine.Transport
-}
-
-func (b *Balancer) addLink(spec engine.ServantSpec, secret string, local bool) servantLink {
-	name := spec.Name
-	cfg := link.Config{Name: spec.Name, Addr: spec.Addr, Secret: secret, MaxFrame: b.cfg.MaxFrame, Log: b.log,
-		HealthInterval: b.cfg.HealthInterval, HealthTimeout: b.cfg.HealthTimeout,
-		OnHello: func(functions []string) { b.gate.Announce(name, functions) }}
-	if local {
-		cfg.MaxBackoff = 50 * time.Millisecond // a local process starting: dialling often is cheap and finds it sooner
-	}
-	var l servantLink
-	if strings.HasPrefix(spec.Addr, "http://") || strings.HasPrefix(spec.Addr, "https://") {
-		l = link.NewHTTP(cfg)
-	} else {
-		l = link.New(cfg)
-	}
-	l.Attach(b.eng.AddServant(spec, l))
-	b.wg.Add(1)
-	go func() { defer b.wg.Done(); l.Run(b.ctx) }()
-	return l
-}
-
 func (b *Balancer) abort() {
 	b.cancel()
-	for _, ln := range []net.Listener{b.nativeLn, b.httpLn, b.adminLn} {
+	for _, ln := range []net.Listener{b.nativeLn, b.httpLn, b.adminLn, b.register} {
 		if ln != nil {
 			ln.Close()
 		}
@@ -570,6 +601,9 @@ func (b *Balancer) Shutdown(ctx context.Context) error {
 		}
 		if b.httpLn != nil {
 			b.httpLn.Close()
+		}
+		if b.register != nil {
+			b.register.Close() // no new servants; those registered serve the calls inside
 		}
 		grace, cancel := context.WithTimeout(ctx, b.cfg.Grace)
 		defer cancel()

@@ -96,7 +96,7 @@ func (b *Balancer) Status() Status {
 	s := Status{
 		Version: b.cfg.Version, Started: b.started, Uptime: time.Since(b.started).Round(time.Second).String(),
 		Native: b.NativeAddr(), HTTP: b.HTTPAddr(),
-		Algorithm: b.cfg.Algorithm, Routing: b.cfg.Routing, Allowlist: b.gate.String(),
+		Algorithm: b.Algorithm(), Routing: b.Routing(), Allowlist: b.gate.String(),
 		Queued: st.Queued, Running: st.Running,
 		Calls: CallCounts{
 			Answered: st.Answered, OK: st.OK, ServantError: st.ServantErrors, Timeout: st.Timeouts,
@@ -108,7 +108,7 @@ func (b *Balancer) Status() Status {
 		s.Conns = ConnCounts{Open: b.conns.Open(), Limit: b.conns.Limit(), Refused: b.conns.Refused()}
 	}
 	lat := b.qlog.Latencies()
-	for i, v := range st.Servants {
+	for _, v := range st.Servants {
 		ss := ServantStatus{
 			Name: v.Name, Addr: v.Addr, Tags: v.Tags, Slots: v.Slots, InFlight: v.InFlight, Backlog: v.Backlog,
 			Healthy: v.Healthy, Draining: v.Draining, Ejected: v.Ejected, Served: v.Served,
@@ -124,7 +124,7 @@ func (b *Balancer) Status() Status {
 			ss.P50Ms = float64(querylog.Percentile(ds, 0.5)) / float64(time.Millisecond)
 			ss.P99Ms = float64(querylog.Percentile(ds, 0.99)) / float64(time.Millisecond)
 		}
-		if i < len(b.procs) {
+		if _, i := b.Servant(v.Name); i >= 0 && i < len(b.procs) {
 			ss.Pid, ss.Restarts = b.procs[i].Pid(), b.procs[i].Restarts()
 		}
 		s.Servants = append(s.Servants, ss)
@@ -156,7 +156,7 @@ func (b *Balancer) Servant(name string) (*engine.Servant, int) {
 	if s == nil {
 		return nil, -1
 	}
-	for i := range b.cfg.Spawn {
+	for i := range b.procs {
 		if spawnName(i) == name {
 			return s, i
 		}

@@ -19,7 +19,9 @@ func commandFlagSets() []*flag.FlagSet {
 	daemon, _ := newDaemonFlags()
 	call, _ := callFlags()
 	bench, _ := benchFlags()
-	return []*flag.FlagSet{daemon, call, bench}
+	launcher, _ := launcherFlags()
+	announce, _ := announceFlags()
+	return []*flag.FlagSet{daemon, call, bench, launcher, announce}
 }
 
 // writeConfigDoc writes the configuration reference: one table per

@@ -9,6 +9,7 @@ import (
 	_ "net/http/pprof" // registers /debug/pprof/ on http.DefaultServeMux for -pprof
 	"os"
 	"os/signal"
+	"runtime"
 	"syscall"
 	"time"
 
@@ -16,7 +17,6 @@ import (
 
 	"github.com/mserve/mserve/core"
 	"github.com/mserve/mserve/core/algo"
-	"github.com/mserve/mserve/core/logging"
 	"github.com/mserve/mserve/core/route"
 	"github.com/mserve/mserve/core/supervise"
 )
@@ -26,6 +26,12 @@ const daemonUsage = `mserve balances function calls across servants.
 Usage:
   mserve [flags] N COMMAND [ARGS...]   start N local servants running COMMAND and balance over them
   mserve [flags] -servants LIST         balance over servants already running (may be combined with N COMMAND)
+  mserve [flags] -etcd ENDPOINTS        balance over the servants listed in etcd, following changes
+  mserve announce [flags]               list a servant in etcd while it answers; see mserve announce -h
+  mserve [flags] -launchers LIST N COMMAND [ARGS...]
+                                        start the N servants on other hosts, round-robin over
+                                        launchers there (see mserve launcher -h)
+  mserve launcher [flags]               the agent that starts servants on its host for mserve
   mserve call [flags] METHOD [ARGS...]  make one call; see mserve call -h
   mserve bench [flags] METHOD [ARGS...] load generator; see mserve bench -h
   mserve version
@@ -34,7 +40,8 @@ Each local servant gets its own loopback port in $MSERVE_SERVANT_ADDR (host:port
 $MSERVE_SERVANT_PORT; {addr}, {port} and {name} in ARGS are replaced too. It is restarted
 with backoff when it exits and stopped when mserve stops.
 
-LIST entries are separated by commas: [name@]host:port[?slots=N&tag=T&tag=U]
+LIST entries are separated by commas: [name@]host:port[?slots=N&tag=T&tag=U] for -servants,
+host:port for -launchers (given as a flag because words after COMMAND are its ARGS).
 
 Flags (each also settable by the environment variable shown):
 `
@@ -43,10 +50,11 @@ Flags (each also settable by the environment variable shown):
 type daemonFlags struct {
 	cfg         core.Config
 	servants    string
-	logLevel    string
-	logFormat   string
+	logs        logFlags
 	printConfig bool
 	pprofAddr   string
+
+	launcherSecretFile string
 }
 
 func newDaemonFlags() (*flag.FlagSet, *daemonFlags) {
@@ -56,6 +64,12 @@ func newDaemonFlags() (*flag.FlagSet, *daemonFlags) {
 	fs.StringVar(&c.HTTPAddr, "http", "127.0.0.1:5000", "JSON-RPC over HTTP listen address; empty disables it")
 	fs.StringVar(&c.NativeAddr, "listen", "127.0.0.1:5001", "native (framed TCP) listen address; empty disables it")
 	fs.StringVar(&d.servants, "servants", "", "servants already running: [name@]host:port[?slots=N&tag=T],...")
+	fs.Var((*stringList)(&c.Launchers), "launchers", "start the N servants on these launchers (mserve launcher agents, host:port,...), round-robin, instead of on this host")
+	fs.StringVar(&d.launcherSecretFile, "launcher-secret-file", "", "file holding the secret the launchers require (with -launchers)")
+	fs.StringVar(&c.RegisterAddr, "register", "", "address servants dial to register themselves (SDK servants: MSERVE_BALANCER=this address); empty: registration off")
+	fs.StringVar(&c.RegisterSecret, "register-secret", "", "secret a registering servant must present (required with -register; SDK servants read it from the same variable)")
+	fs.Var((*stringList)(&c.Etcd), "etcd", "etcd endpoints (host:port,...) to discover servants and live settings in (see docs/operating.md); servants announce themselves with mserve announce or sdk/announce")
+	fs.StringVar(&c.EtcdPrefix, "etcd-prefix", "/mserve", "root of mserve's keys in etcd: <prefix>/servants/<name>, <prefix>/config/algo, <prefix>/config/routing")
 	fs.StringVar(&c.Allow, "allow", "", "allowlist file: the functions that may be called, their arguments, users (see docs/allowlist.md); re-read on SIGHUP and on change")
 	fs.StringVar(&c.ServantSecret, "servant-secret", "", "secret servants require in mserve's hello; empty gives local servants a fresh one per launch and remote servants none")
 	fs.Var((*pathList)(&c.Plugins), "plugins", "Lua scripts, folders of them, and compiled plugin binaries providing algorithms and routing functions, separated by '"+string(os.PathListSeparator)+"'; scripts are reloaded on change")
@@ -87,8 +101,7 @@ func newDaemonFlags() (*flag.FlagSet, *daemonFlags) {
 	fs.StringVar(&c.Admin, "admin", "127.0.0.1:5002", "admin HTTP address: status page (/), /status, /metrics, /queries, drain; empty disables it")
 	fs.StringVar(&c.QueryLog, "querylog", "", "append every call's query log entry to this file, as JSON lines")
 	fs.IntVar(&c.QueryRing, "query-ring", 10_000, "query log entries kept in memory for /queries and the status page")
-	fs.StringVar(&d.logLevel, "log", "info", "log level: debug, info, warn or error")
-	fs.StringVar(&d.logFormat, "log-format", "auto", "log format: auto (console on a terminal, JSON otherwise), console or json")
+	d.logs.register(fs)
 	fs.StringVar(&d.pprofAddr, "pprof", "", "serve Go's profiler (/debug/pprof/) on this address; keep it private")
 	fs.BoolVar(&d.printConfig, "print-config", false, "print the effective configuration and exit")
 	fs.Usage = usageFor(fs, daemonUsage)
@@ -120,11 +133,17 @@ func daemonMain(args []string) int {
 		fmt.Fprintln(os.Stderr, "mserve: -servants:", err)
 		return exitUsage
 	}
+	if len(d.cfg.Launchers) > 0 && d.launcherSecretFile != "" {
+		if d.cfg.LauncherSecret, err = readSecretFile(d.launcherSecretFile); err != nil {
+			fmt.Fprintln(os.Stderr, "mserve: -launcher-secret-file:", err)
+			return exitUsage
+		}
+	}
 	if d.printConfig {
 		printConfig(os.Stdout, fs, src)
 		return exitOK
 	}
-	log, err := logging.New(d.logLevel, d.logFormat)
+	log, err := d.logs.logger()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "mserve:", err)
 		return exitUsage
@@ -139,9 +158,22 @@ func daemonMain(args []string) int {
 	}
 	if err := b.Start(); err != nil {
 		log.Error("cannot start", zap.Error(err))
+		if le := (*core.LaunchError)(nil); errors.As(err, &le) { // a launcher refused or is unreachable: the configuration is wrong
+			fmt.Fprintln(os.Stderr, "mserve:", err)
+			return exitUsage
+		}
+		if de := (*core.DiscoveryError)(nil); errors.As(err, &de) { // etcd unreachable at start: the configuration is wrong
+			fmt.Fprintln(os.Stderr, "mserve:", err)
+			return exitUsage
+		}
 		return exitError
 	}
 	if d.pprofAddr != "" {
+		// Sample lock contention and blocking too, so that the mutex and
+		// block profiles show the engine lock (a small cost, paid only
+		// with -pprof).
+		runtime.SetMutexProfileFraction(100)
+		runtime.SetBlockProfileRate(10_000)
 		go func() {
 			log.Info("profiler listening", zap.String("addr", d.pprofAddr))
 			if err := http.ListenAndServe(d.pprofAddr, nil); err != nil {

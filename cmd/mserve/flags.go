@@ -9,6 +9,10 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+
+	"go.uber.org/zap"
+
+	"github.com/mserve/mserve/core/logging"
 )
 
 // envName returns the environment variable that sets the flag called name
@@ -136,3 +140,16 @@ func parseFlags(fs *flag.FlagSet, args []string) (int, bool) {
 	}
 	return exitOK, true
 }
+
+// logFlags are the logging settings of the long-running sub-commands
+// (the daemon, launcher, announce): -log and -log-format.
+type logFlags struct{ level, format string }
+
+// register adds -log and -log-format to fs.
+func (l *logFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&l.level, "log", "info", "log level: debug, info, warn or error")
+	fs.StringVar(&l.format, "log-format", logging.FormatAuto, "log format: auto (console on a terminal, JSON otherwise), console or json")
+}
+
+// logger builds the logger the flags ask for.
+func (l *logFlags) logger() (*zap.Logger, error) { return logging.New(l.level, l.format) }

@@ -43,15 +43,19 @@ func TestE2EHostileClients(t *testing.T) {
 		servants: []string{"2", quickstartBin},
 	})
 	m.waitServing("s1", "s2")
-	good, err := client.Dial(context.Background(), m.native)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer good.Close()
+	// A well-behaved client connects and calls while each hostile one is
+	// at work. (It connects afresh each time: a connection left idle
+	// longer than -idle-timeout is closed, as it should be.)
 	stillServed := func() {
 		t.Helper()
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
+		good, err := client.Dial(ctx, m.native)
+		if err != nil {
+			t.Errorf("a well-behaved client could not connect: %v", err)
+			return
+		}
+		defer good.Close()
 		if _, err := good.Call(ctx, "echo", []any{"still here"}); err != nil {
 			t.Errorf("a well-behaved client was not served: %v", err)
 		}
@@ -99,7 +103,16 @@ func TestE2EHostileClients(t *testing.T) {
 				c.Close()
 			}
 		}()
-		// The limit is 40 over both front ends; the good client holds one.
+		// The limit is 40 over both front ends; a good client holds one,
+		// kept from idling out by a call in flight.
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		good, err := client.Dial(ctx, m.native)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer good.Close()
+		go good.Call(ctx, "sleep", []any{3000})
 		refused := 0
 		var msg string
 		for range 60 {
@@ -121,7 +134,9 @@ func TestE2EHostileClients(t *testing.T) {
 		if !strings.Contains(msg, "maximum of 40 client connections") {
 			t.Errorf("refusal message %q does not name the limit", msg)
 		}
-		stillServed()
+		if _, err := good.Call(ctx, "echo", []any{"still here"}); err != nil {
+			t.Errorf("a well-behaved client holding a connection was not served: %v", err)
+		}
 	})
 
 	t.Run("deep nesting", func(t *testing.T) {

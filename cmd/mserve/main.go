@@ -2,6 +2,11 @@
 //
 //	mserve [flags] N COMMAND [ARGS...]     start N local servants and balance over them
 //	mserve [flags] -servants host:port,…   balance over servants already running
+//	mserve [flags] -launchers host:port,… N COMMAND [ARGS...]
+//	                                       start the N servants on other hosts' launchers
+//	mserve launcher [flags]                start servants on this host for mserve (allowlisted commands only)
+//	mserve [flags] -etcd host:port,…       balance over the servants listed in etcd
+//	mserve announce [flags]                list a servant in etcd while it answers (a sidecar)
 //	mserve call [flags] METHOD [ARGS...]   make one call and print its result and info
 //	mserve bench [flags] METHOD [ARGS...]  closed-loop load generator
 //	mserve check FILE...                   validate allowlist files and Lua scripts
@@ -39,6 +44,10 @@ func run(args []string) int {
 			return benchMain(args[1:])
 		case "check":
 			return checkMain(args[1:])
+		case "launcher":
+			return launcherMain(args[1:])
+		case "announce":
+			return announceMain(args[1:])
 		case "status":
 			return statusMain(args[1:])
 		case "drain":

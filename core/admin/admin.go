@@ -91,13 +91,19 @@ func waitParam(w http.ResponseWriter, r *http.Request) (time.Duration, bool) {
 // waitIdle waits up to d for s to finish its calls and reports whether it
 // did.
 func waitIdle(ctx context.Context, s *engine.Servant, d time.Duration) bool {
-	if d == 0 {
-		return false
+	idle := s.Idle()
+	if d == 0 { // no waiting: is it idle now?
+		select {
+		case <-idle:
+			return true
+		default:
+			return false
+		}
 	}
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
-	case <-s.Idle():
+	case <-idle:
 		return true
 	case <-t.C:
 	case <-ctx.Done():

@@ -7,45 +7,19 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 	"unicode/utf8"
 
+	"github.com/mserve/mserve/sdk/fuzzseed"
+
 	"github.com/mserve/mserve/sdk/jsonrpc"
 )
 
-// addSeeds passes the bytes of every file in the repository's
-// testdata/fuzz-seeds/<name> folder to add.
-func addSeeds(f *testing.F, name string, add func([]byte)) {
-	f.Helper()
-	dir := filepath.Join("..", "..", "testdata", "fuzz-seeds", name)
-	ents, err := os.ReadDir(dir)
-	if err != nil {
-		f.Fatalf("seed corpus: %v", err)
-	}
-	n := 0
-	for _, e := range ents {
-		if e.IsDir() {
-			continue
-		}
-		b, err := os.ReadFile(filepath.Join(dir, e.Name()))
-		if err != nil {
-			f.Fatal(err)
-		}
-		add(b)
-		n++
-	}
-	if n == 0 {
-		f.Fatalf("no seeds in %s", dir)
-	}
-}
-
 func FuzzParseFile(f *testing.F) {
-	addSeeds(f, "FuzzParseFile", func(b []byte) { f.Add(b) })
+	fuzzseed.Add(f, "FuzzParseFile", func(b []byte) { f.Add(b) })
 	f.Fuzz(func(t *testing.T, src []byte) {
 		nLines := bytes.Count(src, []byte("\n")) + 1
 		file, err := ParseFile("fuzz.allow", src)
@@ -137,7 +111,7 @@ func optOracle(in, out []byte) string {
 }
 
 func FuzzCheckArgs(f *testing.F) {
-	addSeeds(f, "FuzzCheckArgs", func(b []byte) { f.Add(b) })
+	fuzzseed.Add(f, "FuzzCheckArgs", func(b []byte) { f.Add(b) })
 	funcs := []struct {
 		fn     *Func
 		oracle func(in, out []byte) string

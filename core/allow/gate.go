@@ -12,6 +12,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/mserve/mserve/core/engine"
+	"github.com/mserve/mserve/core/logging"
 	"github.com/mserve/mserve/sdk/decl"
 	"github.com/mserve/mserve/sdk/jsonrpc"
 )
@@ -36,7 +37,7 @@ type Gate struct {
 	servants map[string]*servantDecls // by servant name
 	derived  atomic.Pointer[derived]
 
-	authLog limiter
+	authLog logging.Limiter
 }
 
 type servantDecls struct {
@@ -122,6 +123,26 @@ func (g *Gate) Announce(servant string, declarations []string) {
 	}
 	g.mu.Lock()
 	g.servants[servant] = &servantDecls{announced: true, funcs: funcs}
+	g.mu.Unlock()
+	g.recompute()
+}
+
+// Forget drops what servant declared, when it leaves for good: the
+// functions only it served are served no more.
+func (g *Gate) Forget(servant string) {
+	g.mu.Lock()
+	delete(g.servants, servant)
+	g.mu.Unlock()
+	g.recompute()
+}
+
+// Expect adds a servant that has not said what it serves yet (one that
+// joined after start): until it does, calls it might serve are passed on.
+func (g *Gate) Expect(servant string) {
+	g.mu.Lock()
+	if g.servants[servant] == nil {
+		g.servants[servant] = &servantDecls{}
+	}
 	g.mu.Unlock()
 	g.recompute()
 }
@@ -241,7 +262,7 @@ func (g *Gate) Authenticate(user, secret, source string) (string, *jsonrpc.Error
 		if h, _, err := net.SplitHostPort(source); err == nil {
 			host = h // one client retrying from new ports is one source
 		}
-		if n, ok := g.authLog.allow(host, time.Now()); ok {
+		if n, ok := g.authLog.Allow(host, time.Now()); ok {
 			g.log.Warn("authentication failed", zap.String("source", source), zap.String("user", user),
 				zap.Int("failures_since_last_report", n))
 		}
@@ -272,29 +293,19 @@ func (g *Gate) Functions(user string) []*Func {
 	return out
 }
 
-// limiter lets one event per key through every period, counting the rest.
-type limiter struct {
-	mu   sync.Mutex
-	last map[string]time.Time
-	held map[string]int
-}
-
-const limiterPeriod = 10 * time.Second
-
-func (l *limiter) allow(key string, now time.Time) (suppressed int, ok bool) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.last == nil || len(l.last) > 4096 {
-		l.last, l.held = map[string]time.Time{}, map[string]int{}
+// Declarations returns the declarations user may call, as text, for a
+// balancer above this one (rpc.hello). It returns nil when, without a
+// file, some servant has not said what it serves: anything may be served.
+func (g *Gate) Declarations(user string) []string {
+	if g.policy.Load() == nil && g.derived.Load().wildcard {
+		return nil
 	}
-	if t, seen := l.last[key]; seen && now.Sub(t) < limiterPeriod {
-		l.held[key]++
-		return 0, false
+	fs := g.Functions(user)
+	out := make([]string, len(fs))
+	for i, f := range fs {
+		out[i] = f.Decl.String()
 	}
-	n := l.held[key]
-	l.last[key] = now
-	delete(l.held, key)
-	return n, true
+	return out
 }
 
 // String describes the gate for logs.

@@ -25,6 +25,7 @@ type Answer struct {
 	ServantErr  []byte         // raw error object from the servant
 	Err         *jsonrpc.Error // an error mserve produced (timeout, overloaded…)
 	ServantInfo []byte         // raw info object the servant sent, if any
+	NestedInfo  bool           // the servant is a balancer: ServantInfo goes whole under "inner"
 	Servant     string         // name of the servant that ran the call; empty if none did
 	Elapsed     time.Duration  // from arrival to answer, queue included
 	Execution   time.Duration  // from sending to the servant to its result; 0 if never sent
@@ -125,12 +126,13 @@ func (c *Call) answer(a *Answer) bool {
 func (c *Call) SentAt() time.Time { return c.sentAt }
 
 // Reserved info keys: mserve's own, which a servant's info cannot override.
-var reservedInfo = [...]string{"route", "servant", "elapsed_ns", "execution_ns", "backlog", "remaining"}
+var reservedInfo = [...]string{"route", "servant", "elapsed_ns", "execution_ns", "backlog", "remaining", "inner"}
 
 // AppendInfo appends the info object for c's answer a: the routing string,
 // servant, elapsed and execution times (ns), backlog at arrival and
 // remaining at answer, followed by the members of the servant's own info
-// whose keys do not collide with these.
+// whose keys do not collide with these, or, when the servant is a balancer
+// itself, by its whole info record as "inner".
 func AppendInfo(dst []byte, c *Call, a *Answer) []byte {
 	dst = append(dst, `{"route":`...)
 	dst = jsonrpc.AppendString(dst, c.Route)
@@ -148,7 +150,10 @@ func AppendInfo(dst []byte, c *Call, a *Answer) []byte {
 	dst = strconv.AppendInt(dst, int64(c.backlog), 10)
 	dst = append(dst, `,"remaining":`...)
 	dst = strconv.AppendInt(dst, int64(a.Remaining), 10)
-	if len(a.ServantInfo) > 2 {
+	if a.NestedInfo && len(a.ServantInfo) > 0 {
+		dst = append(dst, `,"inner":`...)
+		dst = append(dst, a.ServantInfo...)
+	} else if len(a.ServantInfo) > 2 {
 		jsonrpc.Members(a.ServantInfo, func(key, value []byte) bool {
 			for _, r := range reservedInfo {
 				if len(key) == len(r)+2 && string(key[1:len(key)-1]) == r {

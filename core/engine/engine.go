@@ -83,7 +83,7 @@ type Engine struct {
 	ejectAfter  int
 	ejectSlower float64
 	ejectFor    time.Duration
-	router      dispatch.Router
+	router      atomic.Pointer[routerBox]
 	timeout     time.Duration
 	maxQueue    int
 	log         *zap.Logger
@@ -120,7 +120,6 @@ func New(cfg Config) *Engine {
 		ejectAfter:  cfg.EjectAfter,
 		ejectSlower: cfg.EjectSlower,
 		ejectFor:    cfg.EjectFor,
-		router:      cfg.Router,
 		timeout:     cfg.Timeout,
 		maxQueue:    cfg.MaxQueue,
 		log:         cfg.Log,
@@ -147,8 +146,16 @@ func New(cfg Config) *Engine {
 		}
 	}
 	e.setAlgorithm(cfg.Algorithm)
+	e.router.Store(&routerBox{cfg.Router})
 	return e
 }
+
+// routerBox holds the routing function (nil: none) for atomic swaps.
+type routerBox struct{ dispatch.Router }
+
+// SetRouter switches the routing function for calls arriving from now on;
+// nil leaves routing strings empty.
+func (e *Engine) SetRouter(r dispatch.Router) { e.router.Store(&routerBox{r}) }
 
 func (e *Engine) setAlgorithm(a dispatch.Algorithm) {
 	e.algo = a
@@ -185,8 +192,8 @@ func (e *Engine) SubmitLater(c *Call, f *wire.Flusher) {
 	c.engine = e
 	now := e.now()
 	c.Arrived = now
-	if c.Route == "" && e.router != nil {
-		if r, err := e.router.Route(&c.Call); err == nil {
+	if router := e.router.Load().Router; c.Route == "" && router != nil {
+		if r, err := router.Route(&c.Call); err == nil {
 			c.Route = r
 		} else {
 			e.stats.routeErrors.Add(1)
@@ -304,8 +311,12 @@ func (e *Engine) abandon(c *Call, mkErr func(where, *Servant) *jsonrpc.Error) {
 }
 
 // servable reports whether some servant serves method, or may (it has not
-// said what it serves). Caller holds e.mu.
+// said what it serves, or there is no servant yet: one may join). Caller
+// holds e.mu.
 func (e *Engine) servable(method string) bool {
+	if len(e.views) == 0 {
+		return true
+	}
 	for _, v := range e.views {
 		if v.Serves(method) {
 			return true

@@ -26,7 +26,10 @@ type Servant struct {
 	backlog    []*Call // assigned, waiting for a slot
 	run        []*Call // sent and not yet answered or lost
 
+	removed      bool      // taken out for good (RemoveServant)
 	connected    bool      // its link is up
+	leaving      bool      // answered "shutting down": it takes no more calls on this connection
+	balancer     bool      // a balancer itself (its info record is nested)
 	unhealthy    bool      // failing health checks
 	failures     int       // calls failed in a row
 	ejections    int       // times ejected
@@ -79,6 +82,7 @@ type Announce struct {
 	Slots     int      // calls it runs at once; 0 when it did not say
 	Tags      []string // labels it carries, added to those from the launch
 	Functions []string // names of the functions it serves; nil when it did not say (it is then sent anything)
+	Balancer  bool     // it is a balancer itself: its info record is nested under "inner"
 }
 
 // Up marks the servant ready for calls with what it announced: announced
@@ -87,8 +91,13 @@ type Announce struct {
 func (s *Servant) Up(a Announce) {
 	e := s.e
 	e.mu.Lock()
+	if s.removed {
+		e.mu.Unlock()
+		return
+	}
 	v := &s.view
-	s.connected, s.unhealthy = true, false // a fresh connection is healthy until checks say otherwise
+	s.connected, s.unhealthy, s.leaving = true, false, false // a fresh connection is healthy until checks say otherwise
+	s.balancer = a.Balancer
 	s.setHealthy()
 	v.Used, v.LastRoute, v.LastUsed = false, "", time.Time{}
 	if a.Slots > 0 && !s.fixedSlots {
@@ -224,6 +233,24 @@ func (s *Servant) Done(c *Call, resp *jsonrpc.Response, f *wire.Flusher) {
 	s.unrun(c)
 	v.InFlight--
 	e.running--
+	ok := resp.Error == nil
+	if !ok && !wasAnswered && c.attempts < e.maxAttempts && errorCode(resp.Error) == jsonrpc.ShuttingDown {
+		// The servant is stopping and did not run the call: it takes no
+		// more, and the call goes to another servant.
+		s.leaving = true
+		s.setHealthy()
+		s.requeueBacklog()
+		c.where = waiting
+		c.servant = nil
+		e.q.pushFront([]*Call{c})
+		e.queued++
+		e.stats.redispatched.Add(1)
+		sends := e.round(nil, now)
+		s.notifyIdle()
+		e.mu.Unlock()
+		e.send(sends, f)
+		return
+	}
 	exec := now.Sub(c.sentAt)
 	v.Served++
 	v.LastUsed = now
@@ -232,9 +259,8 @@ func (s *Servant) Done(c *Call, resp *jsonrpc.Response, f *wire.Flusher) {
 	} else {
 		v.Latency += (exec - v.Latency) / 8
 	}
-	ok := resp.Error == nil
 	if e.observer != nil {
-		e.observer.Done(&c.Call, s.index, exec, ok)
+		e.observer.Done(&c.Call, v, exec, ok)
 	}
 	if ok || !internalError(resp.Error) {
 		s.failures = 0
@@ -251,7 +277,7 @@ func (s *Servant) Done(c *Call, resp *jsonrpc.Response, f *wire.Flusher) {
 	e.send(sends, f)
 	if !wasAnswered {
 		c.answer(&Answer{
-			Result: resp.Result, ServantErr: resp.Error, ServantInfo: resp.Info,
+			Result: resp.Result, ServantErr: resp.Error, ServantInfo: resp.Info, NestedInfo: s.balancer,
 			Servant: v.Name, Elapsed: now.Sub(c.Arrived), Execution: exec, Remaining: remaining,
 			Flusher: f,
 		})
@@ -308,9 +334,17 @@ func (s *Servant) unrun(c *Call) {
 // running returns the calls running on s. Caller holds e.mu.
 func (s *Servant) running() []*Call { return s.run }
 
-// setHealthy recomputes the view's Healthy: connected and passing health
-// checks. Caller holds e.mu.
-func (s *Servant) setHealthy() { s.view.Healthy = s.connected && !s.unhealthy }
+// setHealthy recomputes the view's Healthy: connected, passing health
+// checks and not shutting down. Caller holds e.mu.
+func (s *Servant) setHealthy() { s.view.Healthy = s.connected && !s.unhealthy && !s.leaving }
+
+// FailingChecks reports whether the servant is out of dispatch for failing
+// health checks (SetHealth(false)).
+func (s *Servant) FailingChecks() bool {
+	s.e.mu.Lock()
+	defer s.e.mu.Unlock()
+	return s.unhealthy
+}
 
 // SetHealth records the result of the link's health checks: a servant
 // failing them is taken out of dispatch (its running calls go on) and put
@@ -356,9 +390,15 @@ func (s *Servant) requeueBacklog() {
 
 // internalError reports whether a servant's raw error object says the
 // servant itself failed (-32603) rather than refusing the call.
-func internalError(raw []byte) bool {
+func internalError(raw []byte) bool { return errorCode(raw) == jsonrpc.InternalError }
+
+// errorCode returns the code of a raw error object, or 0 when it has none.
+func errorCode(raw []byte) int {
 	e, err := jsonrpc.DecodeError(raw)
-	return err == nil && e.Code == jsonrpc.InternalError
+	if err != nil {
+		return 0
+	}
+	return e.Code
 }
 
 // failure counts a failed call (internal error, timeout on the servant,
@@ -436,6 +476,57 @@ func (s *Servant) notifyIdle() {
 		close(ch)
 	}
 	s.idleWaiters = nil
+}
+
+// RemoveServant takes s out of the engine for good (a registered servant
+// that left, one discovery no longer lists): it gets no more calls, calls
+// waiting for its slots go back to the queue, and calls still running on it
+// are handled as if it had been lost under them with cause: idempotent ones
+// go to another servant, the others are answered "servant lost". Stop its
+// link too; whatever the link reports afterwards is ignored. The positions
+// of the servants after it in the list algorithms see move down by one.
+// Removing a servant twice does nothing.
+func (e *Engine) RemoveServant(s *Servant, cause error) {
+	now := e.now()
+	e.mu.Lock()
+	if s.removed {
+		e.mu.Unlock()
+		return
+	}
+	s.removed, s.connected = true, false
+	s.setHealthy()
+	answer := s.lose(slices.Clone(s.run), now)
+	s.requeueBacklog()
+	if s.view.Ejected {
+		s.view.Ejected = false
+		e.ejected--
+	}
+	i := s.index
+	e.servants = slices.Delete(e.servants, i, i+1)
+	e.views = slices.Delete(e.views, i, i+1)
+	for j := i; j < len(e.servants); j++ {
+		e.servants[j].index = j
+	}
+	for _, ch := range s.idleWaiters {
+		close(ch)
+	}
+	s.idleWaiters = nil
+	unservable := e.dropUnservable()
+	sends := e.round(nil, now)
+	remaining := e.queued + e.running
+	e.mu.Unlock()
+	e.send(sends, nil)
+	s.answerLost(answer, cause, now, remaining)
+	for _, c := range unservable {
+		c.answer(&Answer{Err: e.unserved(c.Method), Elapsed: now.Sub(c.Arrived)})
+	}
+}
+
+// Removed reports whether s was taken out with RemoveServant.
+func (s *Servant) Removed() bool {
+	s.e.mu.Lock()
+	defer s.e.mu.Unlock()
+	return s.removed
 }
 
 // Lookup returns the servant called name, or nil.

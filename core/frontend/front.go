@@ -2,7 +2,6 @@ package frontend
 
 import (
 	"encoding/json"
-	"strconv"
 
 	"github.com/mserve/mserve/core/allow"
 	"github.com/mserve/mserve/core/engine"
@@ -85,6 +84,31 @@ type helloParams struct {
 	Secret string `json:"secret"`
 }
 
+// helloResult is mserve's answer to rpc.hello: for a client, who it is
+// and who the caller is; for a balancer above this one (mserve as a
+// servant), what a servant's hello says: its slots (those of its servants
+// together), the functions the caller may call, and that it is a
+// balancer.
+type helloResult struct {
+	wire.HelloResult
+	Server  string `json:"server"`
+	Version string `json:"version"`
+	User    string `json:"user"`
+}
+
+func (fr *Front) hello(user string) []byte {
+	r := helloResult{Server: "mserve", Version: fr.Version, User: user,
+		HelloResult: wire.HelloResult{Protocol: wire.ProtocolVersion, Balancer: true}}
+	for _, s := range fr.Engine.Stats().Servants {
+		r.Slots += s.Slots
+	}
+	if fr.Gate != nil {
+		r.Functions = fr.Gate.Declarations(user)
+	}
+	out, _ := json.Marshal(r)
+	return out
+}
+
 // control answers a control method.
 func (fr *Front) control(req *jsonrpc.Request, cl *Client) ([]byte, *jsonrpc.Error) {
 	switch req.Method {
@@ -112,11 +136,7 @@ func (fr *Front) control(req *jsonrpc.Request, cl *Client) ([]byte, *jsonrpc.Err
 			}
 			cl.User = user
 		}
-		out := []byte(`{"protocol":` + strconv.Itoa(wire.ProtocolVersion) + `,"server":"mserve","version":`)
-		out = jsonrpc.AppendString(out, fr.Version)
-		out = append(out, `,"user":`...)
-		out = jsonrpc.AppendString(out, cl.User)
-		return append(out, '}'), nil
+		return fr.hello(cl.User), nil
 	case wire.MethodCancel:
 		var id []byte
 		if req.Params != nil && req.Params[0] == '[' {
@@ -139,6 +159,11 @@ func (fr *Front) control(req *jsonrpc.Request, cl *Client) ([]byte, *jsonrpc.Err
 		"method not found: %q is not a control method mserve knows (rpc.ping, rpc.hello, rpc.cancel, rpc.discover)", req.Method)
 }
 
+// errAfterFailedHello answers the requests of a batch after a failed
+// rpc.hello in it.
+var errAfterFailedHello = jsonrpc.Errorf(jsonrpc.Unauthorized,
+	"unauthorized: an rpc.hello earlier in this batch failed; the rest of the batch was not run and the connection is closed")
+
 // ServeBatch handles the batch body and calls done once with the complete
 // response: the array of responses, a single error object when the batch
 // itself is malformed or empty, or nil when every request was a
@@ -160,6 +185,15 @@ func (fr *Front) ServeBatch(body []byte, cl *Client, done func(resp []byte)) {
 	}
 	b := NewBatch(len(elems), done)
 	for i, el := range elems {
+		if cl.Close { // an rpc.hello earlier in the batch failed: run nothing more
+			var req jsonrpc.Request
+			if jsonrpc.ParseRequest(el, &req); req.ID != nil {
+				b.Respond(i, jsonrpc.AppendErrorResponse(nil, req.ID, errAfterFailedHello, nil))
+			} else {
+				b.Skip(i)
+			}
+			continue
+		}
 		c, resp := fr.Prepare(el, cl)
 		switch {
 		case c != nil:

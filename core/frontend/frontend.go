@@ -6,6 +6,7 @@ package frontend
 
 import (
 	"bytes"
+	"math"
 	"strconv"
 	"sync"
 	"time"
@@ -42,13 +43,13 @@ func applyOptions(c *engine.Call, raw []byte) *jsonrpc.Error {
 		switch name {
 		case "timeout_ms":
 			ms, err := strconv.ParseFloat(string(value), 64)
-			if err != nil || ms <= 0 || time.Duration(ms*float64(time.Millisecond)) > MaxTimeout {
+			if err != nil || !(ms >= 1e-6) || ms > float64(MaxTimeout)/float64(time.Millisecond) {
 				bad = jsonrpc.Errorf(jsonrpc.InvalidRequest,
-					`invalid request: option "timeout_ms" must be a positive number of milliseconds up to %d, got %s`,
+					`invalid request: option "timeout_ms" must be a positive number of milliseconds, from 0.000001 (one nanosecond) up to %d, got %s`,
 					MaxTimeout.Milliseconds(), value)
 				return false
 			}
-			c.Timeout = time.Duration(ms * float64(time.Millisecond))
+			c.Timeout = time.Duration(math.Ceil(ms * float64(time.Millisecond))) // never 0, which would mean the default
 		default:
 			bad = jsonrpc.Errorf(jsonrpc.InvalidRequest,
 				`invalid request: unknown option %s in "mserve" (known: "timeout_ms")`, key)

@@ -4,6 +4,7 @@
 package httpfront
 
 import (
+	"bufio"
 	"errors"
 	"fmt"
 	"io"
@@ -133,10 +134,21 @@ func (x *exchange) Answer(c *engine.Call, a *engine.Answer) {
 }
 
 // RefuseTooMany returns what the HTTP front end tells a connection beyond
-// the connection limit: 503 with a JSON-RPC error, before closing it.
+// the connection limit: it reads the request (and up to 64 KiB of its
+// body, so that closing does not reset the connection under the answer),
+// answers 503 with a JSON-RPC error, and ends its side of the connection.
+// An HTTP client sees the answer to its request, never an unsolicited one.
 func RefuseTooMany(limit int) func(net.Conn) {
 	body := jsonrpc.AppendErrorResponse(nil, nil, jsonrpc.Errorf(jsonrpc.Overloaded,
 		"overloaded: mserve has its maximum of %d client connections open; retry later", limit), nil)
 	resp := fmt.Appendf(nil, "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nContent-Length: %d\r\nConnection: close\r\nRetry-After: 1\r\n\r\n%s", len(body), body)
-	return func(c net.Conn) { c.Write(resp) }
+	return func(c net.Conn) {
+		if req, err := http.ReadRequest(bufio.NewReaderSize(c, 4096)); err == nil {
+			io.Copy(io.Discard, io.LimitReader(req.Body, 64<<10))
+		}
+		c.Write(resp)
+		if cw, ok := c.(interface{ CloseWrite() error }); ok {
+			cw.CloseWrite()
+		}
+	}
 }

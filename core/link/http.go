@@ -102,7 +102,7 @@ func (l *HTTPLink) Run(ctx context.Context) {
 			if l.cfg.OnHello != nil {
 				l.cfg.OnHello(hello.Functions)
 			}
-			l.servant.Up(engine.Announce{Slots: hello.Slots, Tags: hello.Tags, Functions: functionNames(hello.Functions)})
+			l.servant.Up(engine.Announce{Slots: hello.Slots, Tags: hello.Tags, Functions: functionNames(hello.Functions), Balancer: hello.Balancer})
 			l.log.Info("servant up", zap.Int("slots", hello.Slots), zap.Int("functions", len(hello.Functions)))
 			break
 		}
@@ -211,6 +211,7 @@ func (l *HTTPLink) Send(c *engine.Call, _ *wire.Flusher) error {
 
 func (l *HTTPLink) do(ctx context.Context, c *engine.Call, body []byte) {
 	out, err := l.post(ctx, body)
+	abandoned := ctx.Err() != nil // Cancel: nobody waits; not the servant's fault
 	l.mu.Lock()
 	cancel := l.cancels[c]
 	delete(l.cancels, c)
@@ -225,7 +226,7 @@ func (l *HTTPLink) do(ctx context.Context, c *engine.Call, body []byte) {
 		}
 	}
 	if err != nil {
-		if ctx.Err() == nil && l.errRun.Add(1) == 3 {
+		if !abandoned && l.errRun.Add(1) == 3 {
 			l.log.Warn("servant requests failing; out of dispatch until it answers health checks", zap.Error(err))
 			l.servant.SetHealth(false)
 		}

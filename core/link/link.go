@@ -24,9 +24,13 @@ import (
 
 // Config sets up a Link.
 type Config struct {
-	Name        string        // the servant's name, for logs and the hello
-	Addr        string        // host:port to dial
-	Secret      string        // sent in the hello when set
+	Name   string // the servant's name, for logs and the hello
+	Addr   string // host:port to dial
+	Secret string // sent in the hello when set
+	// SameName refuses a servant whose hello gives a name other than
+	// Name: for servants mserve started (and named), another process on
+	// the address is not the one it started.
+	SameName    bool
 	MaxFrame    int           // largest frame accepted from the servant; 0 means wire.DefaultMaxFrame
 	DialTimeout time.Duration // per attempt; 0 means 2s
 	HelloWait   time.Duration // how long the servant may take to answer the hello; 0 means 5s
@@ -56,6 +60,7 @@ type Link struct {
 	log     *zap.Logger
 	servant *engine.Servant
 	kick    chan struct{}
+	adopted *adopted // a connection the servant opened (registration); nil for links that dial
 
 	mu        sync.Mutex
 	conn      net.Conn
@@ -108,6 +113,24 @@ func New(cfg Config) *Link {
 	}
 }
 
+// adopted is a connection a servant opened and registered on.
+type adopted struct {
+	conn  net.Conn
+	r     *wire.Reader
+	hello *wire.HelloResult
+}
+
+// Adopt returns a link over a connection the servant opened to mserve and
+// registered on (rpc.register), with what it announced there. Run serves
+// that one connection until it drops or ctx ends, reports the loss, and
+// returns: the link never dials, since reconnecting is the servant's part.
+// cfg.Addr is used only in logs.
+func Adopt(cfg Config, conn net.Conn, r *wire.Reader, announced *wire.HelloResult) *Link {
+	l := New(cfg)
+	l.adopted = &adopted{conn: conn, r: r, hello: announced}
+	return l
+}
+
 // Attach tells the link which engine servant it reports to.
 func (l *Link) Attach(s *engine.Servant) { l.servant = s }
 
@@ -129,8 +152,12 @@ func (l *Link) Kick() {
 }
 
 // Run dials, serves and redials until ctx ends. Each lost connection is
-// reported to the engine once.
+// reported to the engine once. An adopted link serves its connection once.
 func (l *Link) Run(ctx context.Context) {
+	if a := l.adopted; a != nil {
+		l.serve(ctx, a.conn, a.r, a.hello)
+		return
+	}
 	backoff := l.cfg.MinBackoff
 	failures := 0
 	for ctx.Err() == nil {
@@ -148,10 +175,25 @@ func (l *Link) Run(ctx context.Context) {
 			backoff = min(2*backoff, l.cfg.MaxBackoff)
 			continue
 		}
-		failures, backoff = 0, l.cfg.MinBackoff
+		failures = 0
+		began := time.Now()
 		l.serve(ctx, conn, r, hello)
+		if time.Since(began) >= stableConn {
+			backoff = l.cfg.MinBackoff
+			continue
+		}
+		// It dropped soon after the hello (a servant that takes the
+		// connection and fails): back off rather than hammer it.
+		if !l.wait(ctx, backoff) {
+			break
+		}
+		backoff = min(2*backoff, l.cfg.MaxBackoff)
 	}
 }
+
+// stableConn is how long a connection must last for the next redial to
+// start again from the shortest backoff.
+const stableConn = time.Second
 
 // wait sleeps for d, or until kicked, or until ctx ends (false).
 func (l *Link) wait(ctx context.Context, d time.Duration) bool {
@@ -218,6 +260,9 @@ func (l *Link) greet(conn net.Conn, r *wire.Reader) (*wire.HelloResult, error) {
 	if hello.Protocol != 0 && hello.Protocol != wire.ProtocolVersion {
 		return nil, fmt.Errorf("servant speaks protocol %d, mserve speaks %d", hello.Protocol, wire.ProtocolVersion)
 	}
+	if l.cfg.SameName && hello.Name != "" && hello.Name != l.cfg.Name {
+		return nil, fmt.Errorf("the servant at %s says it is %q, not %q: another process holds the port mserve gave %s", l.cfg.Addr, hello.Name, l.cfg.Name, l.cfg.Name)
+	}
 	return hello, nil
 }
 
@@ -245,7 +290,7 @@ func (l *Link) serve(ctx context.Context, conn net.Conn, r *wire.Reader, hello *
 	if l.cfg.OnHello != nil {
 		l.cfg.OnHello(hello.Functions)
 	}
-	l.servant.Up(engine.Announce{Slots: hello.Slots, Tags: hello.Tags, Functions: functionNames(hello.Functions)})
+	l.servant.Up(engine.Announce{Slots: hello.Slots, Tags: hello.Tags, Functions: functionNames(hello.Functions), Balancer: hello.Balancer})
 	l.log.Info("servant up", zap.Int("slots", hello.Slots), zap.Strings("tags", hello.Tags), zap.Int("functions", len(hello.Functions)))
 
 	connCtx, endConn := context.WithCancel(ctx)
@@ -332,11 +377,12 @@ func (l *Link) check(ctx context.Context) {
 
 // runChecks probes a servant every HealthInterval until ctx ends, taking it
 // out of dispatch after HealthFall failed probes in a row and putting it
-// back after HealthRise good ones.
+// back after HealthRise good ones, whoever took it out (these checks, or
+// failing requests).
 func runChecks(ctx context.Context, cfg Config, log *zap.Logger, s *engine.Servant, probe func(context.Context) error) {
 	t := time.NewTicker(cfg.HealthInterval)
 	defer t.Stop()
-	fails, oks, healthy := 0, 0, true
+	fails, oks := 0, 0
 	for {
 		select {
 		case <-ctx.Done():
@@ -344,10 +390,10 @@ func runChecks(ctx context.Context, cfg Config, log *zap.Logger, s *engine.Serva
 		case <-t.C:
 		}
 		err := probe(ctx)
+		healthy := !s.FailingChecks()
 		if err == nil {
 			fails, oks = 0, oks+1
 			if !healthy && oks >= cfg.HealthRise {
-				healthy = true
 				log.Info("servant passes health checks again; back in dispatch")
 				s.SetHealth(true)
 			}
@@ -355,7 +401,6 @@ func runChecks(ctx context.Context, cfg Config, log *zap.Logger, s *engine.Serva
 		}
 		oks, fails = 0, fails+1
 		if healthy && fails >= cfg.HealthFall {
-			healthy = false
 			log.Warn("servant fails health checks; out of dispatch until it answers", zap.Int("missed", fails), zap.Error(err))
 			s.SetHealth(false)
 		}

@@ -70,10 +70,13 @@ func Run(ctx context.Context, cfg Config, call func(ctx context.Context) error) 
 		defer cancel()
 	}
 	var done atomic.Int64
-	stopProgress := make(chan struct{})
+	stopProgress, progressDone := make(chan struct{}), make(chan struct{})
 	start := time.Now()
-	if cfg.Progress != nil && cfg.ProgressEvery > 0 {
+	if cfg.Progress == nil || cfg.ProgressEvery <= 0 {
+		close(progressDone)
+	} else {
 		go func() {
+			defer close(progressDone)
 			t := time.NewTicker(cfg.ProgressEvery)
 			defer t.Stop()
 			for {
@@ -89,6 +92,7 @@ func Run(ctx context.Context, cfg Config, call func(ctx context.Context) error) 
 	res := run(ctx, cfg.Concurrency, cfg.Calls, &done, call)
 	res.Elapsed = time.Since(start)
 	close(stopProgress)
+	<-progressDone // no report runs after Run returns
 	return res
 }
 

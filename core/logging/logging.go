@@ -21,7 +21,7 @@ const (
 // or "error") in format (FormatAuto, FormatConsole or FormatJSON).
 func New(level, format string) (*zap.Logger, error) {
 	var lvl zapcore.Level
-	if err := lvl.UnmarshalText([]byte(strings.ToLower(level))); err != nil {
+	if err := lvl.UnmarshalText([]byte(strings.ToLower(level))); err != nil || lvl > zapcore.ErrorLevel {
 		return nil, fmt.Errorf("log level %q: want debug, info, warn or error", level)
 	}
 	if format == "" || format == FormatAuto {

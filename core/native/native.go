@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -114,7 +115,7 @@ func (s *Server) Close() {
 // conn is one client connection.
 type conn struct {
 	client  *frontend.Client
-	inFrame bool // a frame's header has been read and its body not yet
+	inFrame atomic.Bool // a frame's header has been read and its body not yet
 	s       *Server
 	nc      net.Conn
 	w       *wire.Writer
@@ -125,7 +126,7 @@ func (c *conn) serve() {
 	defer c.s.wg.Done()
 	r := wire.NewReader(c.nc, c.s.cfg.MaxFrame)
 	r.OnHeader = func() {
-		c.inFrame = true
+		c.inFrame.Store(true)
 		if ft := c.s.cfg.FrameTimeout; ft > 0 {
 			c.nc.SetReadDeadline(time.Now().Add(ft))
 		}
@@ -160,7 +161,7 @@ func (c *conn) read(r *wire.Reader) error {
 		if err != nil {
 			return err
 		}
-		c.inFrame = false
+		c.inFrame.Store(false)
 		c.tokens <- struct{}{} // blocks while the connection has its maximum of calls unanswered
 		if jsonrpc.IsBatch(frame) {
 			c.s.front.ServeBatch(frame, c.client, func(resp []byte) {
@@ -169,6 +170,9 @@ func (c *conn) read(r *wire.Reader) error {
 				}
 				<-c.tokens
 			})
+			if c.client.Close {
+				return errAuthFailed
+			}
 			continue
 		}
 		call, resp := c.s.front.Prepare(frame, c.client)
@@ -203,6 +207,11 @@ func (c *conn) Answer(call *engine.Call, a *engine.Answer) {
 		c.w.EndLater(buf, a.Flusher)
 	}
 	<-c.tokens
+	if it := c.s.cfg.IdleTimeout; it > 0 && len(c.tokens) == 0 && !c.inFrame.Load() {
+		// The last call in flight is answered: the idle timeout runs
+		// again (the reader, waiting for the next frame, set none).
+		c.nc.SetReadDeadline(time.Now().Add(it))
+	}
 }
 
 // shutdown ends the connection after its reader stopped: the reason is
@@ -215,7 +224,7 @@ func (c *conn) shutdown(err error) {
 		c.w.WriteFrame(jsonrpc.AppendErrorResponse(nil, nil, jsonrpc.Errorf(jsonrpc.TooLarge, "%v; closing the connection", err), nil))
 	case errors.Is(err, wire.ErrNotFramed): // the peer could not read a frame: answer in plain text
 		c.w.End(append(c.w.Begin(), notFramedReply...))
-	case isTimeout(err) && !c.inFrame:
+	case isTimeout(err) && !c.inFrame.Load():
 		// idle too long: close quietly
 	case isTimeout(err):
 		c.w.WriteFrame(jsonrpc.AppendErrorResponse(nil, nil, jsonrpc.Errorf(jsonrpc.InvalidRequest,

@@ -42,7 +42,7 @@ type Algorithm struct {
 // decision is a plugin's answer to one batch, with the calls it was about.
 type decision struct {
 	calls    []*dispatch.Call // the batch, by position
-	servants int              // how many servants it was sent
+	servants []string         // the names of the servants it was sent, by position
 	resp     *plugin.AssignResponse
 	err      error
 }
@@ -65,10 +65,10 @@ func (a *Algorithm) BacklogLimit() int { return a.backlog }
 
 // Done implements dispatch.Observer: the observation goes to the plugin
 // with the next batch.
-func (a *Algorithm) Done(c *dispatch.Call, servant int, execution time.Duration, ok bool) {
+func (a *Algorithm) Done(c *dispatch.Call, servant *dispatch.Servant, execution time.Duration, ok bool) {
 	a.mu.Lock()
 	if len(a.observed) < 4*maxBatch {
-		a.observed = append(a.observed, plugin.Observation{Call: *c, Servant: servant, Execution: execution, OK: ok})
+		a.observed = append(a.observed, plugin.Observation{Call: *c, Servant: servant.Name, Execution: execution, OK: ok})
 	}
 	a.mu.Unlock()
 }
@@ -83,7 +83,7 @@ func (a *Algorithm) Assign(calls []*dispatch.Call, servants []*dispatch.Servant,
 
 	var failed error
 	if d != nil {
-		if failed = a.apply(d, calls, p); failed != nil {
+		if failed = a.apply(d, calls, servants, p); failed != nil {
 			a.h.failed(failed)
 			a.h.log.Debug("plugin decision failed; the fallback decides", zap.String("algorithm", a.name), zap.Error(failed))
 		} else {
@@ -112,8 +112,9 @@ func (a *Algorithm) Assign(calls []*dispatch.Call, servants []*dispatch.Servant,
 // waiting. A failed batch, or one with decisions about calls or servants it
 // was not sent, is an error: garbage from the plugin. (Decisions the plan
 // refuses because things changed during the round trip are not: the calls
-// go in the next batch.)
-func (a *Algorithm) apply(d *decision, calls []*dispatch.Call, p *dispatch.Plan) error {
+// go in the next batch. Nor are decisions for servants that left meanwhile;
+// servants are matched by name, since joins and leaves shift positions.)
+func (a *Algorithm) apply(d *decision, calls []*dispatch.Call, servants []*dispatch.Servant, p *dispatch.Plan) error {
 	if d.err != nil {
 		return d.err
 	}
@@ -122,20 +123,44 @@ func (a *Algorithm) apply(d *decision, calls []*dispatch.Call, p *dispatch.Plan)
 		index[c] = i
 	}
 	for _, as := range d.resp.Assignments {
-		if as.Call < 0 || as.Call >= len(d.calls) || as.Servant < 0 || as.Servant >= d.servants {
+		if as.Call < 0 || as.Call >= len(d.calls) || as.Servant < 0 || as.Servant >= len(d.servants) {
 			return fmt.Errorf("plugin algorithm %q answered a decision about call %d and servant %d; it was sent %d calls and %d servants",
-				a.name, as.Call, as.Servant, len(d.calls), d.servants)
+				a.name, as.Call, as.Servant, len(d.calls), len(d.servants))
 		}
 	}
+	position := samePositions(d.servants, servants)
 	for _, as := range d.resp.Assignments {
-		if ci, still := index[d.calls[as.Call]]; still { // else answered meanwhile (timeout, cancel)
-			p.Assign(ci, as.Servant)
+		ci, still := index[d.calls[as.Call]] // else answered meanwhile (timeout, cancel)
+		if si := position(as.Servant); still && si >= 0 {
+			p.Assign(ci, si)
 		}
 	}
 	if !d.resp.Wake.IsZero() {
 		p.WakeAt(d.resp.Wake)
 	}
 	return nil
+}
+
+// samePositions maps a servant's position in sent (the names a batch was
+// sent) to its position in now, or -1 when it has left.
+func samePositions(sent []string, now []*dispatch.Servant) func(int) int {
+	same := len(sent) == len(now)
+	for i := 0; same && i < len(sent); i++ {
+		same = sent[i] == now[i].Name
+	}
+	if same {
+		return func(i int) int { return i }
+	}
+	byName := make(map[string]int, len(now))
+	for i, s := range now {
+		byName[s.Name] = i
+	}
+	return func(i int) int {
+		if si, ok := byName[sent[i]]; ok {
+			return si
+		}
+		return -1
+	}
 }
 
 // send starts a batch with the calls still unassigned, as many as the
@@ -161,9 +186,11 @@ func (a *Algorithm) send(stub *plugin.Client, calls []*dispatch.Call, servants [
 	for i, c := range batch {
 		req.Calls[i] = *c
 	}
+	names := make([]string, len(servants))
 	for i, s := range servants {
 		req.Servants[i] = *s
 		req.Servants[i].Tags = slices.Clone(s.Tags)
+		names[i] = s.Name
 	}
 	a.mu.Lock()
 	req.Observed, a.observed = a.observed, nil
@@ -171,12 +198,12 @@ func (a *Algorithm) send(stub *plugin.Client, calls []*dispatch.Call, servants [
 	a.mu.Unlock()
 	a.h.Stats.Decisions.Add(1)
 	a.h.Stats.Calls.Add(uint64(len(batch)))
-	go a.decide(stub, req, batch, len(servants))
+	go a.decide(stub, req, batch, names)
 }
 
 // decide runs one batch in the plugin, within the deadline, then wakes the
 // engine to apply the answer.
-func (a *Algorithm) decide(stub *plugin.Client, req *plugin.AssignRequest, batch []*dispatch.Call, servants int) {
+func (a *Algorithm) decide(stub *plugin.Client, req *plugin.AssignRequest, batch []*dispatch.Call, servants []string) {
 	ctx, cancel := context.WithTimeout(context.Background(), a.h.cfg.Deadline)
 	resp, err := stub.Assign(ctx, req)
 	cancel()

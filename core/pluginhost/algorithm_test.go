@@ -352,7 +352,7 @@ func TestShippedPluginsKeepTheContract(t *testing.T) {
 				}
 				total += len(p.Assignments())
 				for _, as := range p.Assignments() {
-					a.Done(calls[as.Call], as.Servant, time.Duration(1+rng.IntN(5))*time.Millisecond, true)
+					a.Done(calls[as.Call], servants[as.Servant], time.Duration(1+rng.IntN(5))*time.Millisecond, true)
 				}
 				// Let a batch sent with the rest come back before the next round.
 				a.mu.Lock()

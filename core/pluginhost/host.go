@@ -41,6 +41,7 @@ type Config struct {
 	MinBackoff time.Duration // first wait before a restart
 	MaxBackoff time.Duration // longest wait
 	Log        *zap.Logger
+	Env        []string // KEY=value pairs added to the plugin's environment, after mserve's own
 }
 
 // Stats count a plugin's life.
@@ -105,13 +106,22 @@ func Start(cfg Config) (*Host, error) {
 	return h, nil
 }
 
+// command is the plugin's process: mserve's environment plus Config.Env.
+func (h *Host) command() *exec.Cmd {
+	cmd := exec.Command(h.cfg.Path)
+	if len(h.cfg.Env) > 0 {
+		cmd.Env = append(os.Environ(), h.cfg.Env...)
+	}
+	return cmd
+}
+
 // launch starts the process and describes it.
 func (h *Host) launch() (*goplugin.Client, *plugin.Client, *plugin.Manifest, error) {
 	out := &lineLog{log: h.log, own: "plugin." + h.Name + ":"}
 	client := goplugin.NewClient(&goplugin.ClientConfig{
 		HandshakeConfig:  plugin.Handshake,
 		VersionedPlugins: map[int]goplugin.PluginSet{plugin.ProtocolVersion: {plugin.PluginName: &plugin.GRPCPlugin{}}},
-		Cmd:              exec.Command(h.cfg.Path),
+		Cmd:              h.command(),
 		AllowedProtocols: []goplugin.Protocol{goplugin.ProtocolGRPC},
 		StartTimeout:     10 * time.Second,
 		// Debug, because go-plugin relays the plugin's plain stderr lines

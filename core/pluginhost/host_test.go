@@ -75,12 +75,12 @@ func TestStartManifestListsWhatThePluginProvides(t *testing.T) {
 func TestStartRefusesAnotherProtocolVersion(t *testing.T) {
 	_, err := Start(Config{Path: oldPluginBin})
 	if err == nil {
-		t.Fatal("Start accepted a plugin built for protocol version 2")
+		t.Fatal("Start accepted a plugin built for protocol version 1")
 	}
 	msg := err.Error()
 	t.Logf("error: %s", msg)
 	for _, want := range []*regexp.Regexp{
-		regexp.MustCompile(`\b2\b`),                                       // the plugin's version
+		regexp.MustCompile(`\b1\b`),                                       // the plugin's version
 		regexp.MustCompile(fmt.Sprintf(`\b%d\b`, plugin.ProtocolVersion)), // mserve's
 		regexp.MustCompile(`rebuild`),
 		regexp.MustCompile(regexp.QuoteMeta(oldPluginBin)),

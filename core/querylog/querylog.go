@@ -145,8 +145,9 @@ func (l *Log) Recent(n int, f Filter) []Entry {
 // entries of each servant that ran a call, oldest first, for percentiles.
 func (l *Log) Latencies() map[string][]time.Duration {
 	out := map[string][]time.Duration{}
-	for _, e := range l.Recent(len(l.ring), Filter{}) {
-		if e.Servant != "" && e.Sent != 0 {
+	recent := l.Recent(len(l.ring), Filter{}) // newest first
+	for i := len(recent) - 1; i >= 0; i-- {
+		if e := &recent[i]; e.Servant != "" && e.Sent != 0 {
 			out[e.Servant] = append(out[e.Servant], time.Duration(e.Returned-e.Sent))
 		}
 	}

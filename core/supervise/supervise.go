@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -42,18 +43,35 @@ type Config struct {
 	OnStart    func() // called after each successful start (e.g. to make the link dial at once)
 }
 
-// FreeAddr returns a loopback address with a port that was free a moment
-// ago. A servant that loses the race for it exits and is restarted on a new
-// one by the caller's choice; in practice the kernel does not hand the same
-// ephemeral port out again so soon.
+// FreeAddr returns a loopback address whose port was free a moment ago
+// and that this process has not handed out before (the kernel may give the
+// same ephemeral port to two listeners opened and closed in turn). A
+// servant that loses a race for its port with another process exits and
+// is restarted by its supervisor.
 func FreeAddr() (string, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
+	for range 100 {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return "", err
+		}
+		addr := ln.Addr().String()
+		ln.Close()
+		handedOut.Lock()
+		seen := handedOut.addrs[addr]
+		handedOut.addrs[addr] = true
+		handedOut.Unlock()
+		if !seen {
+			return addr, nil
+		}
 	}
-	defer ln.Close()
-	return ln.Addr().String(), nil
+	return "", errors.New("no loopback port this process has not used already")
 }
+
+// handedOut is every address FreeAddr has returned.
+var handedOut = struct {
+	sync.Mutex
+	addrs map[string]bool
+}{addrs: map[string]bool{}}
 
 // Process supervises one servant process.
 type Process struct {
@@ -120,14 +138,17 @@ func (p *Process) loop() {
 	// keep this goroutine on one thread for as long as it supervises.
 	runtime.LockOSThread()
 	_, port, _ := net.SplitHostPort(p.cfg.Addr)
-	env := append(os.Environ(), p.cfg.Env...)
+	// A spawned servant is dialled: it must not register elsewhere
+	// because mserve's own environment names a balancer.
+	env := slices.DeleteFunc(os.Environ(), func(kv string) bool { return strings.HasPrefix(kv, "MSERVE_BALANCER=") })
+	env = append(env, p.cfg.Env...)
 	env = append(env, EnvAddr+"="+p.cfg.Addr, EnvPort+"="+port, EnvName+"="+p.cfg.Name)
 	backoff := p.cfg.MinBackoff
 	for {
 		cmd := exec.Command(p.cfg.Command, p.args()...)
 		cmd.Env = env
-		cmd.Stdout = &lineLog{log: p.log, stream: "stdout"}
-		cmd.Stderr = &lineLog{log: p.log, stream: "stderr"}
+		stdout, stderr := &lineLog{log: p.log, stream: "stdout"}, &lineLog{log: p.log, stream: "stderr"}
+		cmd.Stdout, cmd.Stderr = stdout, stderr
 		cmd.SysProcAttr = sysProcAttr()
 		cmd.WaitDelay = time.Second
 		started := time.Now()
@@ -136,11 +157,18 @@ func (p *Process) loop() {
 			p.mu.Lock()
 			p.cmd, p.pid = cmd, cmd.Process.Pid
 			p.mu.Unlock()
+			select {
+			case <-p.stop: // Stop came while the process was being started, and did not see it
+				terminate(cmd)
+			default:
+			}
 			p.log.Info("servant started", zap.Int("pid", cmd.Process.Pid), zap.String("addr", p.cfg.Addr))
 			if p.cfg.OnStart != nil {
 				p.cfg.OnStart()
 			}
 			err = cmd.Wait()
+			stdout.flush() // a last line without a newline
+			stderr.flush()
 			p.mu.Lock()
 			p.cmd, p.pid = nil, 0
 			p.mu.Unlock()
@@ -200,15 +228,22 @@ func (p *Process) Stop(grace time.Duration) {
 	p.mu.Unlock()
 	if cmd != nil {
 		terminate(cmd)
-		t := time.NewTimer(grace)
-		select {
-		case <-p.done:
-			t.Stop()
-			return
-		case <-t.C:
-			p.log.Warn("servant did not stop in time; killing it", zap.Duration("grace", grace))
-			kill(cmd)
-		}
+	}
+	t := time.NewTimer(grace)
+	select {
+	case <-p.done:
+		t.Stop()
+		return
+	case <-t.C:
+	}
+	// Still running: the process seen above, or one that was being started
+	// when Stop came (the loop terminates that one itself).
+	p.mu.Lock()
+	cmd = p.cmd
+	p.mu.Unlock()
+	if cmd != nil {
+		p.log.Warn("servant did not stop in time; killing it", zap.Duration("grace", grace))
+		kill(cmd)
 	}
 	<-p.done
 }
@@ -261,6 +296,13 @@ func (l *lineLog) Write(b []byte) (int, error) {
 		l.buf = nil
 	}
 	return len(b), nil
+}
+
+// flush emits what is left after the last newline. Call it once the
+// process has exited (no Write runs concurrently then).
+func (l *lineLog) flush() {
+	l.emit(l.buf)
+	l.buf = nil
 }
 
 func (l *lineLog) emit(line []byte) {

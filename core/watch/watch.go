@@ -5,7 +5,6 @@ package watch
 
 import (
 	"context"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -41,8 +40,12 @@ func snapshot(paths []string, suffix string) map[string]stamp {
 			if e.IsDir() || !strings.HasSuffix(e.Name(), suffix) {
 				continue
 			}
-			if info, err := e.Info(); err == nil && info.Mode()&fs.ModeType == 0 {
-				out[filepath.Join(p, e.Name())] = stamp{info.Size(), info.ModTime()}
+			// Stat follows symbolic links, so that a change to a linked
+			// file's target counts (Kubernetes mounts ConfigMap files as
+			// links into a folder it swaps).
+			full := filepath.Join(p, e.Name())
+			if info, err := os.Stat(full); err == nil && info.Mode().IsRegular() {
+				out[full] = stamp{info.Size(), info.ModTime()}
 			}
 		}
 	}

@@ -6,7 +6,9 @@
 //	sleep(ms int)        sleeps ms milliseconds, returns ms
 //	is_prime(n int)      trial division: work of very uneven length
 //
-// It listens where mserve tells it (MSERVE_SERVANT_ADDR) or on -addr.
+// It listens where mserve tells it (MSERVE_SERVANT_ADDR) or on -addr, or,
+// with MSERVE_BALANCER set, registers with the mserve there (see
+// docs/deployment.md).
 package main
 
 import (

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 
 	"github.com/mserve/mserve/sdk/dispatch"
 	"github.com/mserve/mserve/sdk/plugin"
@@ -21,19 +22,34 @@ func main() {
 		fmt.Fprintln(os.Stderr, "resume:", err)
 		os.Exit(2)
 	}
+	var shared *store // résumés shared through etcd (shared.go)
+	if len(cfg.Etcd) > 0 {
+		if shared, err = startStore(cfg, nil); err != nil {
+			fmt.Fprintln(os.Stderr, "resume:", err)
+			os.Exit(2)
+		}
+	}
 	plugin.Serve(plugin.Plugin{
 		Algorithms: map[string]plugin.AlgorithmSpec{
 			"resume": {
 				Summary: "zc.resumelb: skilled servant with the best score per backlog, else least recently used",
 				Backlog: 16,
-				New:     func() dispatch.Algorithm { return New(cfg) },
+				New: func() dispatch.Algorithm {
+					r := New(cfg)
+					if shared != nil {
+						shared.subscribe(r)
+					}
+					return r
+				},
 			},
 		},
 	})
 }
 
 // settingsFromEnv reads MSERVE_RESUME_HISTORY, _VARIANCE, _BACKLOG_HISTORY,
-// _UNSKILLED_SCORE and _FILE.
+// _UNSKILLED_SCORE and _FILE, and MSERVE_ETCD and MSERVE_ETCD_PREFIX (set
+// by mserve -etcd): with etcd, résumés are shared there, and saved to a
+// file only if MSERVE_RESUME_FILE names one.
 func settingsFromEnv() (Settings, error) {
 	s := DefaultSettings()
 	ints := map[string]*int{"MSERVE_RESUME_HISTORY": &s.History, "MSERVE_RESUME_BACKLOG_HISTORY": &s.BacklogHistory}
@@ -56,7 +72,16 @@ func settingsFromEnv() (Settings, error) {
 			*p = f
 		}
 	}
+	for _, e := range strings.Split(os.Getenv("MSERVE_ETCD"), ",") {
+		if e = strings.TrimSpace(e); e != "" {
+			s.Etcd = append(s.Etcd, e)
+		}
+	}
+	s.EtcdPrefix = os.Getenv("MSERVE_ETCD_PREFIX")
 	s.File = os.Getenv("MSERVE_RESUME_FILE")
+	if s.File == "" && len(s.Etcd) > 0 {
+		return s, nil // résumés live in etcd
+	}
 	if s.File == "" {
 		dir, err := os.UserCacheDir()
 		if err != nil {

@@ -20,6 +20,9 @@ type Settings struct {
 	BacklogHistory int     // memory of the backlog means
 	UnskilledScore float64 // score recorded for a class on the servant that gets it unskilled
 	File           string  // where résumés are saved; "" keeps them in memory only
+
+	Etcd       []string // etcd endpoints (MSERVE_ETCD): résumés are shared there by every instance (shared.go)
+	EtcdPrefix string   // root of mserve's keys in etcd (MSERVE_ETCD_PREFIX)
 }
 
 // Defaults from zc.resumelb (its command line uses variance 4).
@@ -71,6 +74,10 @@ type Resume struct {
 	// poolBacklog is the calls outstanding over all servants: taken from
 	// the view each round, kept up to date between rounds.
 	poolBacklog int
+
+	id            string // this instance, in the résumés it shares
+	shared        *store // where résumés are shared; nil without etcd
+	skillAgeIsSet bool   // MaxSkillAge was given, not derived from History
 }
 
 // New returns a Resume, loading saved résumés from cfg.File if it exists.
@@ -78,7 +85,8 @@ func New(cfg Settings) *Resume {
 	if cfg.History <= 0 {
 		cfg.History = 9999
 	}
-	if cfg.MaxSkillAge <= 0 {
+	skillAgeIsSet := cfg.MaxSkillAge > 0
+	if !skillAgeIsSet {
 		cfg.MaxSkillAge = 10 * cfg.History
 	}
 	if cfg.BacklogHistory <= 0 {
@@ -90,7 +98,7 @@ func New(cfg Settings) *Resume {
 	if cfg.UnskilledScore <= 0 {
 		cfg.UnskilledScore = 1
 	}
-	r := &Resume{cfg: cfg, workers: map[string]*worker{}}
+	r := &Resume{cfg: cfg, workers: map[string]*worker{}, id: newID(), skillAgeIsSet: skillAgeIsSet}
 	r.load()
 	return r
 }
@@ -124,13 +132,10 @@ func (r *Resume) noteBacklog(w *worker) {
 
 // Done implements dispatch.Observer: the servant learns from the call, as
 // a resumelb worker does after each request.
-func (r *Resume) Done(c *dispatch.Call, servant int, execution time.Duration, ok bool) {
+func (r *Resume) Done(c *dispatch.Call, servant *dispatch.Servant, execution time.Duration, ok bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if servant < 0 || servant >= len(r.names) {
-		return
-	}
-	w := r.worker(r.names[servant])
+	w := r.worker(servant.Name)
 	w.requests++
 	sk := w.skills[c.Route]
 	if sk == nil {
@@ -152,6 +157,7 @@ func (r *Resume) Done(c *dispatch.Call, servant int, execution time.Duration, ok
 		w.sinceSave = 0
 		r.publish(w)
 		r.save()
+		r.share(w)
 	}
 }
 

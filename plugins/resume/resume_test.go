@@ -50,11 +50,12 @@ func assign(r *Resume, ss []*dispatch.Servant, routes ...string) []string {
 	return out
 }
 
-// done reports n finished calls of class route on servant si, each taking
-// exec.
+// done reports n finished calls of class route on servant si (named as
+// servants() names it), each taking exec.
 func done(r *Resume, si int, route string, exec time.Duration, n int) {
+	s := &dispatch.Servant{Name: fmt.Sprintf("s%d", si+1)}
 	for range n {
-		r.Done(&dispatch.Call{Method: "f", Route: route}, si, exec, true)
+		r.Done(&dispatch.Call{Method: "f", Route: route}, s, exec, true)
 	}
 }
 
@@ -311,7 +312,7 @@ func TestKeepsTheContract(t *testing.T) {
 		assigned += len(p.Assignments())
 		for _, a := range p.Assignments() {
 			if rng.IntN(2) == 0 {
-				r.Done(calls[a.Call], a.Servant, time.Duration(1+rng.IntN(50))*time.Millisecond, true)
+				r.Done(calls[a.Call], ss[a.Servant], time.Duration(1+rng.IntN(50))*time.Millisecond, true)
 			}
 		}
 	}

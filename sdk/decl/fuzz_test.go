@@ -2,41 +2,15 @@ package decl
 
 import (
 	"errors"
-	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 	"unicode/utf8"
 
+	"github.com/mserve/mserve/sdk/fuzzseed"
+
 	"github.com/mserve/mserve/sdk/jsonrpc"
 )
-
-// addSeeds passes the bytes of every file in the repository's
-// testdata/fuzz-seeds/<name> folder to add.
-func addSeeds(f *testing.F, name string, add func([]byte)) {
-	f.Helper()
-	dir := filepath.Join("..", "..", "testdata", "fuzz-seeds", name)
-	ents, err := os.ReadDir(dir)
-	if err != nil {
-		f.Fatalf("seed corpus: %v", err)
-	}
-	n := 0
-	for _, e := range ents {
-		if e.IsDir() {
-			continue
-		}
-		b, err := os.ReadFile(filepath.Join(dir, e.Name()))
-		if err != nil {
-			f.Fatal(err)
-		}
-		add(b)
-		n++
-	}
-	if n == 0 {
-		f.Fatalf("no seeds in %s", dir)
-	}
-}
 
 func checkType(t *testing.T, ty Type) {
 	t.Helper()
@@ -53,7 +27,7 @@ func checkType(t *testing.T, ty Type) {
 }
 
 func FuzzDeclParse(f *testing.F) {
-	addSeeds(f, "FuzzDeclParse", func(b []byte) { f.Add(string(b)) })
+	fuzzseed.Add(f, "FuzzDeclParse", func(b []byte) { f.Add(string(b)) })
 	f.Fuzz(func(t *testing.T, src string) {
 		fn, err := Parse(src)
 		if err != nil {

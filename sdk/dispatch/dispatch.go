@@ -191,11 +191,12 @@ type BacklogUser interface {
 }
 
 // Observer is implemented by algorithms that learn from results. mserve
-// calls Done under its dispatch lock when servant (an index into the
-// servants) answers call, with the execution time measured by mserve and
-// whether the call succeeded.
+// calls Done under its dispatch lock when servant answers call, with the
+// execution time measured by mserve and whether the call succeeded.
+// Identify the servant by its Name: servants join and leave, so its index
+// in the next round's list may differ.
 type Observer interface {
-	Done(call *Call, servant int, execution time.Duration, ok bool)
+	Done(call *Call, servant *Servant, execution time.Duration, ok bool)
 }
 
 // Waker is implemented by algorithms that decide asynchronously, such as

@@ -244,6 +244,7 @@ func TestCodeName(t *testing.T) {
 		{ShuttingDown, "shutting_down"},
 		{Cancelled, "cancelled"},
 		{TooLarge, "too_large"},
+		{Conflict, "conflict"},
 		{-32099, "error"},
 		{0, "error"},
 		{42, "error"},

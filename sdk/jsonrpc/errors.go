@@ -25,6 +25,7 @@ const (
 	ShuttingDown = -32006 // the balancer is stopping and takes no new calls
 	Cancelled    = -32007 // the caller cancelled the call
 	TooLarge     = -32008 // a frame or body exceeds the configured limit
+	Conflict     = -32009 // a registration's name is held by a servant still connected; retry later
 )
 
 // Error is a JSON-RPC 2.0 error object. It is also a Go error, so a servant
@@ -73,6 +74,8 @@ func CodeName(code int) string {
 		return "cancelled"
 	case TooLarge:
 		return "too_large"
+	case Conflict:
+		return "conflict"
 	}
 	return "error"
 }

@@ -3,37 +3,11 @@ package jsonrpc
 import (
 	"bytes"
 	"encoding/json"
-	"os"
-	"path/filepath"
 	"testing"
 	"unicode/utf8"
-)
 
-// addSeeds passes the bytes of every file in the repository's
-// testdata/fuzz-seeds/<name> folder to add.
-func addSeeds(f *testing.F, name string, add func([]byte)) {
-	f.Helper()
-	dir := filepath.Join("..", "..", "testdata", "fuzz-seeds", name)
-	ents, err := os.ReadDir(dir)
-	if err != nil {
-		f.Fatalf("seed corpus: %v", err)
-	}
-	n := 0
-	for _, e := range ents {
-		if e.IsDir() {
-			continue
-		}
-		b, err := os.ReadFile(filepath.Join(dir, e.Name()))
-		if err != nil {
-			f.Fatal(err)
-		}
-		add(b)
-		n++
-	}
-	if n == 0 {
-		f.Fatalf("no seeds in %s", dir)
-	}
-}
+	"github.com/mserve/mserve/sdk/fuzzseed"
+)
 
 // depth returns the deepest nesting of arrays and objects in the valid JSON
 // document b.
@@ -79,7 +53,7 @@ func checkIDShape(t *testing.T, id []byte) {
 }
 
 func FuzzParseRequest(f *testing.F) {
-	addSeeds(f, "FuzzParseRequest", func(b []byte) { f.Add(b) })
+	fuzzseed.Add(f, "FuzzParseRequest", func(b []byte) { f.Add(b) })
 	f.Fuzz(func(t *testing.T, b []byte) {
 		var req Request
 		e := ParseRequest(b, &req)
@@ -145,7 +119,7 @@ func FuzzParseRequest(f *testing.F) {
 }
 
 func FuzzParseResponse(f *testing.F) {
-	addSeeds(f, "FuzzParseResponse", func(b []byte) { f.Add(b) })
+	fuzzseed.Add(f, "FuzzParseResponse", func(b []byte) { f.Add(b) })
 	f.Fuzz(func(t *testing.T, b []byte) {
 		var resp Response
 		err := ParseResponse(b, &resp)
@@ -210,7 +184,7 @@ func FuzzParseResponse(f *testing.F) {
 }
 
 func FuzzValid(f *testing.F) {
-	addSeeds(f, "FuzzValid", func(b []byte) { f.Add(b) })
+	fuzzseed.Add(f, "FuzzValid", func(b []byte) { f.Add(b) })
 	f.Fuzz(func(t *testing.T, b []byte) {
 		got := Valid(b)
 		if want := stdValid(b); got != want {
@@ -228,7 +202,7 @@ func FuzzValid(f *testing.F) {
 }
 
 func FuzzSplitBatch(f *testing.F) {
-	addSeeds(f, "FuzzSplitBatch", func(b []byte) { f.Add(b) })
+	fuzzseed.Add(f, "FuzzSplitBatch", func(b []byte) { f.Add(b) })
 	f.Fuzz(func(t *testing.T, b []byte) {
 		if !IsBatch(b) {
 			return // callers only split what IsBatch calls a batch
@@ -261,7 +235,7 @@ func FuzzSplitBatch(f *testing.F) {
 }
 
 func FuzzUnquote(f *testing.F) {
-	addSeeds(f, "FuzzUnquote", func(b []byte) { f.Add(b) })
+	fuzzseed.Add(f, "FuzzUnquote", func(b []byte) { f.Add(b) })
 	f.Fuzz(func(t *testing.T, b []byte) {
 		got, err := Unquote(b)
 		var std string
@@ -284,7 +258,7 @@ func FuzzUnquote(f *testing.F) {
 }
 
 func FuzzAppendString(f *testing.F) {
-	addSeeds(f, "FuzzAppendString", func(b []byte) { f.Add(string(b)) })
+	fuzzseed.Add(f, "FuzzAppendString", func(b []byte) { f.Add(string(b)) })
 	f.Fuzz(func(t *testing.T, s string) {
 		prefix := []byte(`{"k":`)
 		out := AppendString(append([]byte(nil), prefix...), s)

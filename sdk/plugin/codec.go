@@ -126,7 +126,7 @@ func appendAssignRequest(b []byte, m *AssignRequest) []byte {
 	for i := range m.Observed {
 		o := &m.Observed[i]
 		b = appendCall(b, &o.Call)
-		b = binary.AppendVarint(b, int64(o.Servant))
+		b = appendString(b, o.Servant)
 		b = binary.AppendVarint(b, int64(o.Execution))
 		b = appendBool(b, o.OK)
 	}
@@ -271,6 +271,10 @@ func (d *decoder) servant(s *dispatch.Servant) {
 	s.Served = d.uvarint()
 }
 
+// minServant is the fewest bytes a servant takes: 17 one-byte fields
+// (empty strings, zero numbers and time, no tags or functions).
+const minServant = 17
+
 func (d *decoder) assignRequest(m *AssignRequest) {
 	m.Algorithm = d.string()
 	m.Session = d.uvarint()
@@ -280,7 +284,7 @@ func (d *decoder) assignRequest(m *AssignRequest) {
 	for i := range m.Calls {
 		d.call(&m.Calls[i])
 	}
-	m.Servants = make([]dispatch.Servant, d.count(20))
+	m.Servants = make([]dispatch.Servant, d.count(minServant))
 	for i := range m.Servants {
 		d.servant(&m.Servants[i])
 	}
@@ -289,7 +293,7 @@ func (d *decoder) assignRequest(m *AssignRequest) {
 		for i := range m.Observed {
 			o := &m.Observed[i]
 			d.call(&o.Call)
-			o.Servant = int(d.varint())
+			o.Servant = d.string()
 			o.Execution = time.Duration(d.varint())
 			o.OK = d.bool()
 		}

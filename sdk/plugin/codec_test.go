@@ -1,11 +1,11 @@
 package plugin
 
 import (
-	"os"
-	"path/filepath"
 	"reflect"
 	"testing"
 	"time"
+
+	"github.com/mserve/mserve/sdk/fuzzseed"
 
 	"github.com/mserve/mserve/sdk/dispatch"
 )
@@ -30,7 +30,7 @@ func TestCodecRoundTrip(t *testing.T) {
 					Draining: true, Ejected: true, Latency: 1500 * time.Microsecond, Served: 99},
 				{Name: "s2", Functions: nil, Healthy: true},
 			},
-			Observed: []Observation{{Call: dispatch.Call{Method: "proc1", Route: "IBM"}, Servant: 1, Execution: time.Millisecond, OK: true}},
+			Observed: []Observation{{Call: dispatch.Call{Method: "proc1", Route: "IBM"}, Servant: "s2", Execution: time.Millisecond, OK: true}},
 		}, &AssignRequest{}},
 		{"response", &AssignResponse{Assignments: []dispatch.Assignment{{Call: 0, Servant: 3}, {Call: 7, Servant: 1, Backlog: true}}, Wake: now}, &AssignResponse{}},
 		{"empty response", &AssignResponse{}, &AssignResponse{}},
@@ -90,18 +90,7 @@ func TestCodecRefusesTruncatedAndOversizedInput(t *testing.T) {
 }
 
 func FuzzCodec(f *testing.F) {
-	dir := filepath.Join("..", "..", "testdata", "fuzz-seeds", "FuzzCodec")
-	entries, err := os.ReadDir(dir)
-	if err != nil || len(entries) == 0 {
-		f.Fatalf("no seeds in %s: %v", dir, err)
-	}
-	for _, e := range entries {
-		b, err := os.ReadFile(filepath.Join(dir, e.Name()))
-		if err != nil {
-			f.Fatal(err)
-		}
-		f.Add(b)
-	}
+	fuzzseed.Add(f, "FuzzCodec", func(b []byte) { f.Add(b) })
 	f.Fuzz(func(t *testing.T, b []byte) {
 		var req AssignRequest
 		if (codec{}).Unmarshal(b, &req) == nil {
@@ -114,4 +103,12 @@ func FuzzCodec(f *testing.F) {
 		var r AssignResponse
 		(codec{}).Unmarshal(b, &r)
 	})
+}
+
+// TestMinServantIsTheSmallestEncoding: the decoder's bound on servant
+// counts must not refuse a message of the smallest servants.
+func TestMinServantIsTheSmallestEncoding(t *testing.T) {
+	if n := len(appendServant(nil, &dispatch.Servant{})); n != minServant {
+		t.Errorf("an empty servant encodes in %d bytes; minServant is %d", n, minServant)
+	}
 }

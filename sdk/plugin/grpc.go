@@ -88,10 +88,18 @@ func (s *Server) assign(_ context.Context, req *AssignRequest) (*AssignResponse,
 	if err != nil {
 		return nil, err
 	}
-	if obs, ok := a.(dispatch.Observer); ok {
+	if obs, ok := a.(dispatch.Observer); ok && len(req.Observed) > 0 {
+		byName := make(map[string]*dispatch.Servant, len(req.Servants))
+		for i := range req.Servants {
+			byName[req.Servants[i].Name] = &req.Servants[i]
+		}
 		for i := range req.Observed {
 			o := &req.Observed[i]
-			obs.Done(&o.Call, o.Servant, o.Execution, o.OK)
+			s := byName[o.Servant]
+			if s == nil { // it has left since: the algorithm still learns who it was
+				s = &dispatch.Servant{Name: o.Servant}
+			}
+			obs.Done(&o.Call, s, o.Execution, o.OK)
 		}
 	}
 	calls := make([]*dispatch.Call, len(req.Calls))

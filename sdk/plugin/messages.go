@@ -43,7 +43,7 @@ type AssignRequest struct {
 // Observation is one finished call.
 type Observation struct {
 	Call      dispatch.Call `json:"call"`
-	Servant   int           `json:"servant"`
+	Servant   string        `json:"servant"` // the name of the servant that answered
 	Execution time.Duration `json:"execution"`
 	OK        bool          `json:"ok"`
 }

@@ -29,7 +29,7 @@ import (
 
 // ProtocolVersion is the version of the plugin protocol. mserve refuses a
 // plugin built against another version, with a message naming both.
-const ProtocolVersion = 1
+const ProtocolVersion = 2
 
 // Handshake is the go-plugin handshake shared by mserve and its plugins. A
 // binary started by hand (not by mserve) prints a message saying so.

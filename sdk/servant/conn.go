@@ -19,16 +19,20 @@ import (
 type conn struct {
 	s      *Servant
 	nc     net.Conn
+	r      *wire.Reader // nil: made by serve
 	w      *wire.Writer
-	authed bool // the peer presented the servant's secret (or none is required)
+	authed bool // the peer presented the servant's secret (or none is required), or the servant dialled it (registration)
 
 	mu      sync.Mutex
 	pending map[string]*job // accepted calls with ids, for rpc.cancel
 }
 
 func (c *conn) serve() {
-	c.authed = c.s.secret == ""
-	r := wire.NewReader(c.nc, c.s.maxFrame)
+	c.authed = c.authed || c.s.secret == ""
+	r := c.r
+	if r == nil {
+		r = wire.NewReader(c.nc, c.s.maxFrame)
+	}
 	err := c.read(r)
 	var tooLarge *wire.FrameTooLargeError
 	if errors.As(err, &tooLarge) {

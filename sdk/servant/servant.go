@@ -50,6 +50,7 @@ type Handler func(ctx context.Context, c *Call) (any, error)
 // with Handle, then Serve.
 type Servant struct {
 	name     string
+	hostName bool // name is only the host name (not set by option or environment)
 	slots    int
 	tags     []string
 	maxFrame int
@@ -81,7 +82,7 @@ type Option func(*Servant)
 
 // Name sets the name the servant reports to mserve (default: the
 // MSERVE_SERVANT_NAME environment variable, else the host name).
-func Name(n string) Option { return func(s *Servant) { s.name = n } }
+func Name(n string) Option { return func(s *Servant) { s.name, s.hostName = n, false } }
 
 // Slots sets how many calls the servant runs at once (default 1, like a q
 // process). mserve sends it no more than that unless told otherwise.
@@ -110,6 +111,7 @@ func New(opts ...Option) *Servant {
 	s.secret = os.Getenv("MSERVE_SERVANT_SECRET")
 	if s.name == "" {
 		s.name, _ = os.Hostname()
+		s.hostName = true
 	}
 	for _, o := range opts {
 		o(s)
@@ -266,20 +268,32 @@ func EnvAddr(def string) string {
 
 // Main serves s on addr until SIGTERM or SIGINT, then shuts down gracefully
 // (up to 10 seconds) and exits. An address of "" means EnvAddr("127.0.0.1:7001").
-// It never returns.
+// When MSERVE_BALANCER is set, s registers with the balancer there instead
+// (with the secret in MSERVE_REGISTER_SECRET; see Register) and listens on
+// no address. It never returns.
 func Main(s *Servant, addr string) {
-	if addr == "" {
-		addr = EnvAddr("127.0.0.1:7001")
-	}
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "servant: %v\n", err)
-		os.Exit(1)
-	}
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
 	served := make(chan error, 1)
-	go func() { served <- s.Serve(ln) }()
+	if balancer := os.Getenv(EnvBalancer); balancer != "" {
+		ctx, stop := context.WithCancel(context.Background())
+		defer stop()
+		go func() {
+			if err := s.Register(ctx, balancer, os.Getenv(EnvRegisterSecret)); err != nil {
+				served <- err
+			}
+		}()
+	} else {
+		if addr == "" {
+			addr = EnvAddr("127.0.0.1:7001")
+		}
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "servant: %v\n", err)
+			os.Exit(1)
+		}
+		go func() { served <- s.Serve(ln) }()
+	}
 	select {
 	case err := <-served:
 		fmt.Fprintf(os.Stderr, "servant: %v\n", err)

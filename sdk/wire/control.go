@@ -13,6 +13,12 @@ const (
 	// MethodPing is a request answered at once with the result "pong";
 	// it checks that a peer is alive and reading.
 	MethodPing = "rpc.ping"
+	// MethodRegister opens a connection a servant dialed to a balancer's
+	// registration address (params RegisterParams, result
+	// RegisterResult). Once answered, the connection is the servant's
+	// link: the balancer sends calls on it and the servant answers them,
+	// as on a connection the balancer dialed.
+	MethodRegister = "rpc.register"
 )
 
 // ProtocolVersion is the version of the native protocol this package
@@ -34,4 +40,25 @@ type HelloResult struct {
 	Slots     int      `json:"slots,omitempty"`     // calls it runs at once (default 1)
 	Tags      []string `json:"tags,omitempty"`      // labels algorithms may route by
 	Functions []string `json:"functions,omitempty"` // declarations of the functions it serves, e.g. "echo(x any)"
+	// Balancer is set by a servant that is itself a balancer (an mserve
+	// under another): its info records are nested, not merged.
+	Balancer bool `json:"balancer,omitempty"`
+}
+
+// RegisterParams is what a servant tells a balancer when it registers: the
+// registration secret and what a HelloResult says.
+type RegisterParams struct {
+	Protocol  int      `json:"protocol"`            // ProtocolVersion of the servant
+	Secret    string   `json:"secret,omitempty"`    // the balancer's registration secret
+	Name      string   `json:"name,omitempty"`      // the name to be known by; empty lets the balancer choose
+	Slots     int      `json:"slots,omitempty"`     // calls it runs at once (default 1)
+	Tags      []string `json:"tags,omitempty"`      // labels algorithms may route by
+	Functions []string `json:"functions,omitempty"` // declarations of the functions it serves
+}
+
+// RegisterResult is a balancer's answer to a registration it accepted.
+type RegisterResult struct {
+	Protocol int    `json:"protocol"` // ProtocolVersion of the balancer
+	Balancer string `json:"balancer"` // the balancer's name, for the servant's logs
+	Servant  string `json:"servant"`  // the name the balancer knows the servant by
 }

@@ -5,36 +5,10 @@ import (
 	"encoding/binary"
 	"errors"
 	"io"
-	"os"
-	"path/filepath"
 	"testing"
-)
 
-// addSeeds passes the bytes of every file in the repository's
-// testdata/fuzz-seeds/<name> folder to add.
-func addSeeds(f *testing.F, name string, add func([]byte)) {
-	f.Helper()
-	dir := filepath.Join("..", "..", "testdata", "fuzz-seeds", name)
-	ents, err := os.ReadDir(dir)
-	if err != nil {
-		f.Fatalf("seed corpus: %v", err)
-	}
-	n := 0
-	for _, e := range ents {
-		if e.IsDir() {
-			continue
-		}
-		b, err := os.ReadFile(filepath.Join(dir, e.Name()))
-		if err != nil {
-			f.Fatal(err)
-		}
-		add(b)
-		n++
-	}
-	if n == 0 {
-		f.Fatalf("no seeds in %s", dir)
-	}
-}
+	"github.com/mserve/mserve/sdk/fuzzseed"
+)
 
 // FuzzReadFrame reads an arbitrary stream with a 64-byte limit. Every frame
 // returned is within the limit, the frames re-encoded are a prefix of the
@@ -42,7 +16,7 @@ func addSeeds(f *testing.F, name string, add func([]byte)) {
 // prefix.
 func FuzzReadFrame(f *testing.F) {
 	const limit = 64
-	addSeeds(f, "FuzzReadFrame", func(b []byte) { f.Add(b) })
+	fuzzseed.Add(f, "FuzzReadFrame", func(b []byte) { f.Add(b) })
 	f.Fuzz(func(t *testing.T, data []byte) {
 		r := NewReader(bytes.NewReader(data), limit)
 		var re []byte

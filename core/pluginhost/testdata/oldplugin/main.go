@@ -1,7 +1,7 @@
 // Command oldplugin is a dispatch plugin built against another version of
-// the plugin protocol (2, where this mserve speaks sdk/plugin's
+// the plugin protocol (1, where this mserve speaks sdk/plugin's
 // ProtocolVersion): it shares mserve's handshake cookie but offers only
-// version 2, so mserve must refuse it and say to rebuild it.
+// version 1, so mserve must refuse it and say to rebuild it.
 package main
 
 import (
@@ -15,24 +15,24 @@ import (
 )
 
 // otherVersion is the protocol version this plugin speaks.
-const otherVersion = 2
+const otherVersion = 1
 
-// dispatchV2 stands for the dispatch service of protocol version 2; the
+// dispatchV1 stands for the dispatch service of protocol version 1; the
 // version negotiation fails before any of its methods could be called.
-type dispatchV2 struct {
+type dispatchV1 struct {
 	goplugin.NetRPCUnsupportedPlugin
 }
 
-func (dispatchV2) GRPCServer(*goplugin.GRPCBroker, *grpc.Server) error { return nil }
+func (dispatchV1) GRPCServer(*goplugin.GRPCBroker, *grpc.Server) error { return nil }
 
-func (dispatchV2) GRPCClient(context.Context, *goplugin.GRPCBroker, *grpc.ClientConn) (any, error) {
+func (dispatchV1) GRPCClient(context.Context, *goplugin.GRPCBroker, *grpc.ClientConn) (any, error) {
 	return nil, errors.New("oldplugin: server side only")
 }
 
 func main() {
 	goplugin.Serve(&goplugin.ServeConfig{
 		HandshakeConfig:  plugin.Handshake,
-		VersionedPlugins: map[int]goplugin.PluginSet{otherVersion: {plugin.PluginName: dispatchV2{}}},
+		VersionedPlugins: map[int]goplugin.PluginSet{otherVersion: {plugin.PluginName: dispatchV1{}}},
 		GRPCServer:       goplugin.DefaultGRPCServer,
 	})
 }

@@ -1,0 +1,529 @@
+package httpfront
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/mserve/mserve/core/allow"
+	"github.com/mserve/mserve/core/connlimit"
+	"github.com/mserve/mserve/core/engine"
+	"github.com/mserve/mserve/core/frontend"
+	"github.com/mserve/mserve/sdk/dispatch"
+	"github.com/mserve/mserve/sdk/jsonrpc"
+	"github.com/mserve/mserve/sdk/wire"
+)
+
+const failsafe = 10 * time.Second
+
+// servant is a fake transport that answers every call with its params as
+// the result (or an error for method "fail"), unless hold is set, in which
+// case calls are kept for the test.
+type servant struct {
+	s    *engine.Servant
+	hold bool
+	sent chan *engine.Call
+}
+
+func (f *servant) Send(c *engine.Call, _ *wire.Flusher) error {
+	if f.hold {
+		f.sent <- c
+		return nil
+	}
+	go func() {
+		if c.Method == "fail" {
+			f.s.Done(c, &jsonrpc.Response{Error: []byte(`{"code":-32603,"message":"it failed"}`)}, nil)
+			return
+		}
+		f.s.Done(c, &jsonrpc.Response{Result: append([]byte(nil), c.Params...)}, nil)
+	}()
+	return nil
+}
+
+func (f *servant) Cancel(*engine.Call) {}
+
+var firstFree = dispatch.AlgorithmFunc(func(calls []*dispatch.Call, servants []*dispatch.Servant, p *dispatch.Plan) {
+	for i, c := range calls {
+		for j, s := range servants {
+			if p.CanTake(s, c) && p.Assign(i, j) {
+				break
+			}
+		}
+	}
+})
+
+type rig struct {
+	eng *engine.Engine
+	sv  *servant
+	url string
+}
+
+// newRig serves a Handler over a real engine with one fake servant (up
+// unless down is set), a gate when withGate, and the given body limit.
+func newRig(t *testing.T, withGate, down bool, maxBody int) *rig {
+	t.Helper()
+	// A servant that is not up holds the calls it gets once it is.
+	r := &rig{sv: &servant{hold: down, sent: make(chan *engine.Call, 64)}}
+	r.eng = engine.New(engine.Config{Algorithm: firstFree})
+	r.sv.s = r.eng.AddServant(engine.ServantSpec{Name: "s1"}, r.sv)
+	if !down {
+		r.sv.s.Up(engine.Announce{Slots: 4})
+	}
+	fr := &frontend.Front{Engine: r.eng, Version: "test"}
+	if withGate {
+		fr.Gate = gate(t)
+	}
+	srv := httptest.NewServer(New(fr, maxBody))
+	t.Cleanup(srv.Close)
+	r.url = srv.URL
+	return r
+}
+
+const aliceSecret = "alice-secret"
+
+func gate(t *testing.T) *allow.Gate {
+	t.Helper()
+	src := "f(x any)\ng(x any)\nuser alice " + allow.HashSecret(aliceSecret) + ": f g\nanonymous: f\n"
+	path := filepath.Join(t.TempDir(), "mserve.allow")
+	if err := os.WriteFile(path, []byte(src), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	g, err := allow.NewGate(path, []string{"s1"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return g
+}
+
+type reply struct {
+	status int
+	header http.Header
+	body   []byte
+}
+
+func (r *rig) post(t *testing.T, body string, header ...string) reply {
+	t.Helper()
+	return do(t, http.MethodPost, r.url, body, header...)
+}
+
+func do(t *testing.T, method, url, body string, header ...string) reply {
+	t.Helper()
+	req, err := http.NewRequest(method, url, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < len(header); i += 2 {
+		req.Header.Set(header[i], header[i+1])
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), failsafe)
+	defer cancel()
+	resp, err := http.DefaultClient.Do(req.WithContext(ctx))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return reply{resp.StatusCode, resp.Header, b}
+}
+
+func obj(t *testing.T, b []byte) map[string]any {
+	t.Helper()
+	var m map[string]any
+	if err := json.Unmarshal(b, &m); err != nil {
+		t.Fatalf("%q is not a JSON object: %v", b, err)
+	}
+	return m
+}
+
+func code(m map[string]any) float64 {
+	if e, ok := m["error"].(map[string]any); ok {
+		return e["code"].(float64)
+	}
+	return 0
+}
+
+func TestPost(t *testing.T) {
+	tests := []struct {
+		name   string
+		body   string
+		header []string
+		status int
+		check  func(t *testing.T, r reply)
+	}{
+		{name: "a single call is answered with result and info", status: 200,
+			body: `{"jsonrpc":"2.0","id":1,"method":"f","params":["IBM"]}`,
+			check: func(t *testing.T, r reply) {
+				m := obj(t, r.body)
+				if m["id"] != 1.0 || m["result"].([]any)[0] != "IBM" {
+					t.Errorf("response %s", r.body)
+				}
+				info := m["info"].(map[string]any)
+				if info["servant"] != "s1" {
+					t.Errorf("info %v", info)
+				}
+				if r.header.Get("Content-Type") != "application/json" {
+					t.Errorf("Content-Type %q", r.header.Get("Content-Type"))
+				}
+			}},
+		{name: "the body is JSON whatever the Content-Type", status: 200, header: []string{"Content-Type", "text/plain"},
+			body: `{"jsonrpc":"2.0","id":"x","method":"f","params":[1]}`,
+			check: func(t *testing.T, r reply) {
+				if obj(t, r.body)["id"] != "x" {
+					t.Errorf("response %s", r.body)
+				}
+			}},
+		{name: "a servant's error is 200 with the error object", status: 200,
+			body: `{"jsonrpc":"2.0","id":2,"method":"fail","params":[1]}`,
+			check: func(t *testing.T, r reply) {
+				if m := obj(t, r.body); code(m) != jsonrpc.InternalError || m["id"] != 2.0 {
+					t.Errorf("response %s", r.body)
+				}
+			}},
+		{name: "a parse error is 200 with the JSON-RPC error", status: 200, body: `{"jsonrpc":`,
+			check: func(t *testing.T, r reply) {
+				if m := obj(t, r.body); code(m) != jsonrpc.ParseError || m["id"] != nil {
+					t.Errorf("response %s", r.body)
+				}
+			}},
+		{name: "a batch is answered in request order", status: 200,
+			body: `[{"jsonrpc":"2.0","id":1,"method":"f","params":[1]},{"jsonrpc":"2.0","method":"f","params":[2]},{"jsonrpc":"2.0","id":3,"method":"rpc.ping"},{"jsonrpc":"2.0","id":4,"method":"f","params":[4]}]`,
+			check: func(t *testing.T, r reply) {
+				var arr []map[string]any
+				if err := json.Unmarshal(r.body, &arr); err != nil || len(arr) != 3 {
+					t.Fatalf("response %s", r.body)
+				}
+				for i, id := range []float64{1, 3, 4} {
+					if arr[i]["id"] != id {
+						t.Errorf("response %d has id %v, want %v", i, arr[i]["id"], id)
+					}
+				}
+				if arr[1]["result"] != "pong" || arr[2]["result"].([]any)[0] != 4.0 {
+					t.Errorf("response %s", r.body)
+				}
+			}},
+		{name: "a single notification is 204 with no body", status: 204,
+			body: `{"jsonrpc":"2.0","method":"f","params":[1]}`,
+			check: func(t *testing.T, r reply) {
+				if len(r.body) != 0 {
+					t.Errorf("body %q", r.body)
+				}
+			}},
+		{name: "a batch of notifications only is 204", status: 204,
+			body: `[{"jsonrpc":"2.0","method":"f","params":[1]},{"jsonrpc":"2.0","method":"rpc.ping"}]`},
+		{name: "an empty batch is 200 with one error", status: 200, body: `[]`,
+			check: func(t *testing.T, r reply) {
+				if code(obj(t, r.body)) != jsonrpc.InvalidRequest {
+					t.Errorf("response %s", r.body)
+				}
+			}},
+		{name: "rpc.hello with credentials in the body is refused over HTTP", status: 200,
+			body: `{"jsonrpc":"2.0","id":1,"method":"rpc.hello","params":{"user":"u","secret":"s"}}`,
+			check: func(t *testing.T, r reply) {
+				if code(obj(t, r.body)) != jsonrpc.InvalidRequest {
+					t.Errorf("response %s", r.body)
+				}
+			}},
+		{name: "a per-call timeout option is honoured", status: 200,
+			body: `{"jsonrpc":"2.0","id":1,"method":"f","params":[1],"mserve":{"timeout_ms":5000}}`,
+			check: func(t *testing.T, r reply) {
+				if code(obj(t, r.body)) != 0 {
+					t.Errorf("response %s", r.body)
+				}
+			}},
+	}
+	r := newRig(t, false, false, 0)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := r.post(t, tt.body, tt.header...)
+			if got.status != tt.status {
+				t.Fatalf("status %d, want %d: %s", got.status, tt.status, got.body)
+			}
+			if tt.check != nil {
+				tt.check(t, got)
+			}
+		})
+	}
+}
+
+func TestOnlyPostIsAllowed(t *testing.T) {
+	r := newRig(t, false, false, 0)
+	for _, method := range []string{http.MethodGet, http.MethodPut, http.MethodDelete, http.MethodHead} {
+		t.Run(method, func(t *testing.T) {
+			got := do(t, method, r.url, "")
+			if got.status != http.StatusMethodNotAllowed || got.header.Get("Allow") != http.MethodPost {
+				t.Fatalf("status %d Allow %q, want 405 and POST", got.status, got.header.Get("Allow"))
+			}
+			if method == http.MethodHead {
+				return
+			}
+			if m := obj(t, got.body); code(m) != jsonrpc.InvalidRequest || !strings.Contains(m["error"].(map[string]any)["message"].(string), method) {
+				t.Errorf("body %s", got.body)
+			}
+		})
+	}
+}
+
+func TestBodyLimit(t *testing.T) {
+	const limit = 200
+	mk := func(n int) string { // a valid request of exactly n bytes
+		head, tail := `{"jsonrpc":"2.0","id":1,"method":"f","params":["`, `"]}`
+		return head + strings.Repeat("a", n-len(head)-len(tail)) + tail
+	}
+	tests := []struct {
+		name   string
+		body   string
+		status int
+	}{
+		{"a body at the limit is served", mk(limit), 200},
+		{"a body one byte over the limit is 413", mk(limit + 1), 413},
+		{"a much larger body is 413", mk(10 * limit), 413},
+	}
+	r := newRig(t, false, false, limit)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := r.post(t, tt.body)
+			if got.status != tt.status {
+				t.Fatalf("status %d, want %d: %s", got.status, tt.status, got.body)
+			}
+			m := obj(t, got.body)
+			if tt.status == 413 {
+				if code(m) != jsonrpc.TooLarge || !strings.Contains(m["error"].(map[string]any)["message"].(string), strconv.Itoa(limit)) {
+					t.Errorf("body %s, want code -32008 naming the limit", got.body)
+				}
+			} else if code(m) != 0 {
+				t.Errorf("body %s", got.body)
+			}
+		})
+	}
+	t.Run("the default limit applies when none is given", func(t *testing.T) {
+		h := New(&frontend.Front{Engine: engine.New(engine.Config{Algorithm: firstFree})}, 0)
+		if h.maxBody != DefaultMaxBody {
+			t.Errorf("maxBody = %d, want %d", h.maxBody, DefaultMaxBody)
+		}
+	})
+}
+
+func basic(user, secret string) string {
+	req, _ := http.NewRequest("GET", "http://x", nil)
+	req.SetBasicAuth(user, secret)
+	return req.Header.Get("Authorization")
+}
+
+func TestAuthorization(t *testing.T) {
+	callG := `{"jsonrpc":"2.0","id":1,"method":"g","params":[1]}`
+	tests := []struct {
+		name     string
+		withGate bool
+		auth     string
+		status   int
+		code     float64
+	}{
+		{"no credentials: anonymous may not call g", true, "", 200, jsonrpc.MethodNotFound},
+		{"good bearer token", true, "Bearer " + aliceSecret, 200, 0},
+		{"good bearer token with extra spaces", true, "Bearer   " + aliceSecret + "  ", 200, 0},
+		{"good basic credentials", true, basic("alice", aliceSecret), 200, 0},
+		{"bad bearer token", true, "Bearer wrong", 401, jsonrpc.Unauthorized},
+		{"bad basic secret", true, basic("alice", "wrong"), 401, jsonrpc.Unauthorized},
+		{"unknown basic user", true, basic("mallory", aliceSecret), 401, jsonrpc.Unauthorized},
+		{"unsupported scheme", true, "Token " + aliceSecret, 401, jsonrpc.Unauthorized},
+		{"credentials to an mserve without users", false, "Bearer " + aliceSecret, 401, jsonrpc.Unauthorized},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := newRig(t, tt.withGate, false, 0)
+			var h []string
+			if tt.auth != "" {
+				h = []string{"Authorization", tt.auth}
+			}
+			got := r.post(t, callG, h...)
+			if got.status != tt.status {
+				t.Fatalf("status %d, want %d: %s", got.status, tt.status, got.body)
+			}
+			m := obj(t, got.body)
+			if code(m) != tt.code {
+				t.Errorf("body %s, want code %v", got.body, tt.code)
+			}
+			www := got.header.Get("WWW-Authenticate")
+			if tt.status == 401 {
+				if !strings.Contains(www, "Bearer") || !strings.Contains(www, "Basic") {
+					t.Errorf("WWW-Authenticate = %q", www)
+				}
+				if st := r.eng.Stats(); st.Answered != 0 {
+					t.Errorf("an unauthorized request reached the engine: %+v", st)
+				}
+			} else if www != "" {
+				t.Errorf("WWW-Authenticate on a %d: %q", tt.status, www)
+			}
+		})
+	}
+}
+
+func TestClientGoingAwayCancelsItsCalls(t *testing.T) {
+	tests := []struct {
+		name  string
+		body  string
+		calls int
+	}{
+		{"a single call", `{"jsonrpc":"2.0","id":1,"method":"f","params":[1]}`, 1},
+		{"a batch", `[{"jsonrpc":"2.0","id":1,"method":"f","params":[1]},{"jsonrpc":"2.0","id":2,"method":"f","params":[2]}]`, 2},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := newRig(t, false, true, 0) // the servant is not up: calls wait in the queue
+			ctx, cancel := context.WithCancel(context.Background())
+			req, _ := http.NewRequestWithContext(ctx, http.MethodPost, r.url, strings.NewReader(tt.body))
+			errc := make(chan error, 1)
+			go func() {
+				resp, err := http.DefaultClient.Do(req)
+				if err == nil {
+					resp.Body.Close()
+				}
+				errc <- err
+			}()
+			waitFor(t, func() bool { return r.eng.Stats().Queued == tt.calls }, "the calls to be queued")
+			cancel()
+			if err := <-errc; !errors.Is(err, context.Canceled) {
+				t.Fatalf("client: %v", err)
+			}
+			waitFor(t, func() bool {
+				st := r.eng.Stats()
+				return st.Queued == 0 && st.Cancelled == uint64(tt.calls)
+			}, "the calls to be cancelled")
+			// The servant never receives them.
+			r.sv.s.Up(engine.Announce{})
+			select {
+			case c := <-r.sv.sent:
+				t.Errorf("a call of the departed client was sent: %s", c.Params)
+			default:
+			}
+		})
+	}
+}
+
+func TestRefuseTooMany(t *testing.T) {
+	t.Run("the refusal is a complete 503 response", func(t *testing.T) {
+		client, server := net.Pipe()
+		defer client.Close()
+		go func() {
+			RefuseTooMany(64)(server)
+			server.Close()
+		}()
+		go client.Write([]byte("POST / HTTP/1.1\r\nHost: mserve\r\nContent-Length: 2\r\n\r\n{}"))
+		resp, err := http.ReadResponse(bufio.NewReader(client), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, err := io.ReadAll(resp.Body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp.StatusCode != 503 || resp.Header.Get("Retry-After") != "1" || !resp.Close ||
+			resp.Header.Get("Content-Type") != "application/json" || resp.ContentLength != int64(len(body)) {
+			t.Errorf("status %d headers %v length %d/%d", resp.StatusCode, resp.Header, resp.ContentLength, len(body))
+		}
+		m := obj(t, body)
+		if code(m) != jsonrpc.Overloaded || !strings.Contains(m["error"].(map[string]any)["message"].(string), "64") || m["id"] != nil {
+			t.Errorf("body %s", body)
+		}
+	})
+	// limited serves HTTP behind a connection limit of 0 with
+	// RefuseTooMany: every connection is refused.
+	limited := func(t *testing.T) string {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		lim := connlimit.New(0)
+		srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { t.Error("served beyond the limit") })}
+		done := make(chan struct{})
+		go func() { defer close(done); srv.Serve(lim.Wrap(ln, RefuseTooMany(0))) }()
+		t.Cleanup(func() { srv.Close(); <-done })
+		return ln.Addr().String()
+	}
+	t.Run("a client that sent its request reads the 503", func(t *testing.T) {
+		c, err := net.Dial("tcp", limited(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(failsafe))
+		io.WriteString(c, "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}")
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			t.Fatalf("reading the refusal: %v", err)
+		}
+		defer resp.Body.Close()
+		body, err := io.ReadAll(resp.Body)
+		if err != nil {
+			t.Fatalf("reading the refusal's body: %v", err)
+		}
+		if resp.StatusCode != 503 || code(obj(t, body)) != jsonrpc.Overloaded {
+			t.Errorf("status %d body %s", resp.StatusCode, body)
+		}
+	})
+	t.Run("the refusal answers the request rather than arriving before it", func(t *testing.T) {
+		// A response written before the client's request is an
+		// unsolicited response: Go's http.Transport, for one, then fails
+		// the request ("Unsolicited response received on idle HTTP
+		// channel", readLoopPeekFailLocked) instead of reporting the 503,
+		// in about one run in five. The refusal must wait (within its
+		// deadline) for the request before answering it.
+		c, err := net.Dial("tcp", limited(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		c.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+		b := make([]byte, 64)
+		if n, err := c.Read(b); n > 0 {
+			t.Errorf("the server wrote %q before any request was sent", b[:n])
+		} else if ne, ok := err.(net.Error); !ok || !ne.Timeout() {
+			t.Fatalf("read before the request: %v", err)
+		}
+	})
+}
+
+// TestConcurrentRequests runs many requests at once; run with -race.
+func TestConcurrentRequests(t *testing.T) {
+	r := newRig(t, false, false, 0)
+	var wg sync.WaitGroup
+	for i := range 20 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			got := r.post(t, `{"jsonrpc":"2.0","id":`+strconv.Itoa(i)+`,"method":"f","params":[`+strconv.Itoa(i)+`]}`)
+			m := obj(t, got.body)
+			if m["id"] != float64(i) || m["result"].([]any)[0] != float64(i) {
+				t.Errorf("request %d got %s", i, got.body)
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+func waitFor(t *testing.T, cond func() bool, what string) {
+	t.Helper()
+	deadline := time.After(failsafe)
+	tick := time.NewTicker(time.Millisecond)
+	defer tick.Stop()
+	for !cond() {
+		select {
+		case <-tick.C:
+		case <-deadline:
+			t.Fatalf("timed out waiting for %s", what)
+		}
+	}
+}
