@@ -1,12 +1,10 @@
 package link
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"strconv"
@@ -27,7 +25,8 @@ import (
 type HTTPLink struct {
 	cfg     Config // Addr is the URL
 	log     *zap.Logger
-	client  *http.Client
+	client  *httpClient // nil when the URL is unusable (every request fails saying why)
+	urlErr  error
 	servant *engine.Servant
 	kick    chan struct{}
 
@@ -41,12 +40,10 @@ type HTTPLink struct {
 // NewHTTP returns a link to the HTTP servant at cfg.Addr (a URL).
 func NewHTTP(cfg Config) *HTTPLink {
 	l := New(cfg) // for its defaults
-	tr := http.DefaultTransport.(*http.Transport).Clone()
-	tr.MaxIdleConnsPerHost = 256
-	tr.DisableCompression = true
+	client, err := newHTTPClient(l.cfg.Addr, l.cfg.MaxFrame, l.cfg.DialTimeout)
 	return &HTTPLink{
 		cfg: l.cfg, log: l.log, kick: make(chan struct{}, 1),
-		client:  &http.Client{Transport: tr},
+		client: client, urlErr: err,
 		cancels: map[*engine.Call]context.CancelFunc{},
 	}
 }
@@ -64,25 +61,15 @@ func (l *HTTPLink) Kick() {
 
 // post sends one JSON-RPC request body and returns the response body.
 func (l *HTTPLink) post(ctx context.Context, body []byte) ([]byte, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, l.cfg.Addr, bytes.NewReader(body))
+	if l.client == nil {
+		return nil, l.urlErr
+	}
+	status, out, err := l.client.post(ctx, body)
 	if err != nil {
 		return nil, err
 	}
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := l.client.Do(req)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	out, err := io.ReadAll(io.LimitReader(resp.Body, int64(l.cfg.MaxFrame)+1))
-	if err != nil {
-		return nil, err
-	}
-	if len(out) > l.cfg.MaxFrame {
-		return nil, fmt.Errorf("response of more than %d bytes", l.cfg.MaxFrame)
-	}
-	if len(out) == 0 && resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("HTTP %s with no JSON-RPC body", resp.Status)
+	if len(out) == 0 && status != http.StatusOK {
+		return nil, fmt.Errorf("HTTP %d %s with no JSON-RPC body", status, http.StatusText(status))
 	}
 	return out, nil
 }
@@ -114,6 +101,9 @@ func (l *HTTPLink) Run(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			t.Stop()
+			if l.client != nil {
+				l.client.close()
+			}
 			return
 		case <-l.kick:
 		case <-t.C:
@@ -132,6 +122,9 @@ func (l *HTTPLink) Run(ctx context.Context) {
 		cancel()
 	}
 	l.mu.Unlock()
+	if l.client != nil {
+		l.client.close()
+	}
 	l.servant.Down(nil, errors.New("mserve is stopping"))
 }
 
