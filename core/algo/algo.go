@@ -1,6 +1,7 @@
 package algo
 
 import (
+	"slices"
 	"time"
 
 	"github.com/mserve/mserve/sdk/dispatch"
@@ -124,7 +125,14 @@ func (l *Least) Assign(calls []*dispatch.Call, servants []*dispatch.Servant, p *
 // servant that goes away or is draining releases its routing string at once.
 type Match struct {
 	RouteExpire time.Duration
-	held        map[string]int
+	held        map[string]int // routing string → available servants holding it
+
+	// Within a round: the free servants holding each routing string, in
+	// list order, so that rule 1 finds one without scanning the servants.
+	// The lists' storage is kept from round to round.
+	freeHolders map[string]int // routing string → index into lists
+	lists       [][]int
+	used        int // lists in use this round
 }
 
 // NewMatch returns a Match with the given route expiry (DefaultRouteExpire
@@ -133,26 +141,60 @@ func NewMatch(expire time.Duration) *Match {
 	if expire <= 0 {
 		expire = DefaultRouteExpire
 	}
-	return &Match{RouteExpire: expire, held: map[string]int{}}
+	return &Match{RouteExpire: expire, held: map[string]int{}, freeHolders: map[string]int{}}
 }
 
 // Assign implements dispatch.Algorithm.
 func (m *Match) Assign(calls []*dispatch.Call, servants []*dispatch.Servant, p *dispatch.Plan) {
 	clear(m.held)
-	for _, s := range servants {
+	clear(m.freeHolders)
+	m.used = 0
+	for si, s := range servants {
 		if s.Available() && s.Used {
 			m.held[s.LastRoute]++
+			if s.Free() > 0 {
+				m.addFreeHolder(s.LastRoute, si)
+			}
 		}
 	}
 	for m.sameRoute(calls, servants, p) || m.newRoute(calls, servants, p) {
 	}
 }
 
+// addFreeHolder records servant si, free, as holding route (keeping the
+// list in servant order).
+func (m *Match) addFreeHolder(route string, si int) {
+	li, ok := m.freeHolders[route]
+	if !ok {
+		if m.used == len(m.lists) {
+			m.lists = append(m.lists, nil)
+		}
+		li = m.used
+		m.used++
+		m.lists[li] = m.lists[li][:0]
+		m.freeHolders[route] = li
+	}
+	l := m.lists[li]
+	i, _ := slices.BinarySearch(l, si)
+	m.lists[li] = slices.Insert(l, i, si)
+}
+
+// dropFreeHolder forgets servant si as a free holder of route.
+func (m *Match) dropFreeHolder(route string, si int) {
+	li, ok := m.freeHolders[route]
+	if !ok {
+		return
+	}
+	if i, found := slices.BinarySearch(m.lists[li], si); found {
+		m.lists[li] = slices.Delete(m.lists[li], i, i+1)
+	}
+}
+
 // sameRoute is rule 1.
 func (m *Match) sameRoute(calls []*dispatch.Call, servants []*dispatch.Servant, p *dispatch.Plan) bool {
 	usedFree := false
-	for _, s := range servants {
-		if s.Available() && s.Free() > 0 && s.Used {
+	for li := range m.used {
+		if len(m.lists[li]) > 0 {
 			usedFree = true
 			break
 		}
@@ -164,9 +206,19 @@ func (m *Match) sameRoute(calls []*dispatch.Call, servants []*dispatch.Servant, 
 		if p.Assigned(ci) || m.held[c.Route] == 0 {
 			continue
 		}
-		for si, s := range servants {
-			if free(s, c) && s.Used && s.LastRoute == c.Route {
-				return p.Assign(ci, si)
+		li, ok := m.freeHolders[c.Route]
+		if !ok {
+			continue
+		}
+		for _, si := range m.lists[li] {
+			if s := servants[si]; free(s, c) {
+				if !p.Assign(ci, si) {
+					return false
+				}
+				if s.Free() == 0 {
+					m.dropFreeHolder(c.Route, si)
+				}
+				return true
 			}
 		}
 	}
@@ -242,8 +294,12 @@ func (m *Match) take(ci, si int, servants []*dispatch.Servant, p *dispatch.Plan)
 		if m.held[old]--; m.held[old] <= 0 {
 			delete(m.held, old)
 		}
+		m.dropFreeHolder(old, si)
 	}
 	m.held[s.LastRoute]++
+	if s.Free() > 0 {
+		m.addFreeHolder(s.LastRoute, si)
+	}
 	return true
 }
 
