@@ -164,6 +164,7 @@ func TestMetricsMoveWithCalls(t *testing.T) {
 func TestStatusJSON(t *testing.T) {
 	b := startBalancer(t, 2, Config{})
 	c := dial(t, b)
+	eventually(t, "both servants up", func() bool { h := healthy(b); return h["r1"] && h["r2"] })
 	waitServing(t, c)
 	c.Call(context.Background(), "fail", []any{"x"})
 	var st Status

@@ -3,8 +3,10 @@ package main
 import (
 	"context"
 	"encoding/binary"
+	"encoding/json"
 	"io"
 	"net"
+	"net/http"
 	"os/exec"
 	"strings"
 	"testing"
@@ -136,6 +138,31 @@ func TestE2EHostileClients(t *testing.T) {
 		}
 		if _, err := good.Call(ctx, "echo", []any{"still here"}); err != nil {
 			t.Errorf("a well-behaved client holding a connection was not served: %v", err)
+		}
+		// Give the places back before the next test: mserve sees each
+		// close a moment after it happens.
+		for _, c := range conns {
+			c.Close()
+		}
+		good.Close()
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			resp, err := http.Get("http://" + m.admin + "/status")
+			if err != nil {
+				t.Fatal(err)
+			}
+			var st struct {
+				Connections struct{ Open int } `json:"connections"`
+			}
+			json.NewDecoder(resp.Body).Decode(&st)
+			resp.Body.Close()
+			if st.Connections.Open == 0 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%d client connections still open 10s after closing them all", st.Connections.Open)
+			}
+			time.Sleep(5 * time.Millisecond) // poll interval: a close has no event the test can wait on
 		}
 	})
 
