@@ -56,7 +56,7 @@ clean:
 	rm -rf $(BIN)
 
 # The benchmark issue's end-to-end benchmarks (examples/benchmarks/README.md;
-# results in docs/benchmarks.md). They need bash and curl; bench-peers also
+# results in docs/BENCHMARKS.md). They need bash and curl; bench-peers also
 # HAProxy, nginx and wrk, which it installs with apt-get when run as root.
 bench-peers: build
 	BIN=$(BIN) ./examples/benchmarks/peers.sh
@@ -70,7 +70,7 @@ bench-uneven: build
 bench-scale: build
 	BIN=$(BIN) ./examples/benchmarks/scale.sh
 
-# All of the above, then the plots and the generated tables of docs/benchmarks.md.
+# All of the above, then the plots and the generated tables of docs/BENCHMARKS.md.
 bench-report: build
 	BIN=$(BIN) ./examples/benchmarks/report.sh
 

@@ -14,46 +14,18 @@
 --
 --   MSERVE_PLUGINS=scripts/match.lua MSERVE_ALGO=lua.match mserve ...
 
--- State reused from round to round (cleared each round), so that a round
--- allocates nothing.
-local held = {}     -- routing string -> how many available servants hold it
-local assigned = {} -- call index -> true once assigned in this round
+-- The walks through the waiting calls are done by mserve in Go
+-- (plan.first_free_holder, plan.next_unheld), which knows which routing
+-- strings the servants hold and follows each plan.assign: in Lua each
+-- would cost a function call or a table lookup per waiting call, per round.
 
-local function clear(t)
-  for k in pairs(t) do t[k] = nil end
-end
-
-local function assign(plan, i, j)
-  if plan.assign(i, j) then
-    assigned[i] = true
-    return true
-  end
-  return false
-end
-
--- rule 1
-local function same_route(calls, servants, plan)
-  local any = false
-  for j = 1, #servants do
-    local s = servants[j]
-    if s.available and s.free > 0 and s.used then
-      any = true
-      break
-    end
-  end
-  if not any then return false end
-  for i = 1, #calls do
-    local route = calls[i].route
-    if not assigned[i] and held[route] then
-      for j = 1, #servants do
-        local s = servants[j]
-        if s.used and s.last_route == route and plan.can_take(j, i) then
-          return assign(plan, i, j)
-        end
-      end
-    end
-  end
-  return false
+-- rule 1: plan.first_free_holder() walks the queue, oldest first, for a
+-- call whose routing string a free servant holds (with an index kept in
+-- Go, where a walk in Lua asking plan.free_holder(i) for each call would
+-- cost a function call per waiting call)
+local function same_route(plan)
+  local i, j = plan.first_free_holder()
+  return i ~= nil and plan.assign(i, j)
 end
 
 -- a servant never used, or idle past its claim (idle_for is exact: Go
@@ -63,7 +35,7 @@ local function open(s, expire)
 end
 
 -- rules 2 and 3
-local function new_route(calls, servants, plan, expire)
+local function new_route(servants, plan, expire)
   local eligible, wake = false, nil
   for j = 1, #servants do
     local s = servants[j]
@@ -81,45 +53,31 @@ local function new_route(calls, servants, plan, expire)
     end
   end
   if not eligible then
-    if wake then
-      for i = 1, #calls do
-        if not assigned[i] and not held[calls[i].route] then
-          plan.wake_in(wake)
-          break
-        end
-      end
-    end
+    -- rule 3: wake up when the soonest claim expires, if some call waits
+    -- for a routing string nobody holds
+    if wake and plan.next_unheld() then plan.wake_in(wake) end
     return false
   end
-  for i = 1, #calls do
-    if not assigned[i] and not held[calls[i].route] then
-      for j = 1, #servants do
-        local s = servants[j]
-        if open(s, expire) and plan.can_take(j, i) then
-          local old, was = s.last_route, s.used
-          if not assign(plan, i, j) then return false end
-          if was then
-            held[old] = held[old] - 1
-            if held[old] <= 0 then held[old] = nil end
-          end
-          held[s.last_route] = (held[s.last_route] or 0) + 1
-          return true
-        end
+  -- rule 2: plan.next_unheld(i) walks the queue (in Go) for the next call
+  -- whose routing string no servant holds
+  local i = plan.next_unheld()
+  while i do
+    for j = 1, #servants do
+      local s = servants[j]
+      if open(s, expire) and plan.can_take(j, i) then
+        return plan.assign(i, j)
       end
     end
+    i = plan.next_unheld(i)
   end
   return false
 end
 
 mserve.algorithm("lua.match", function(calls, servants, plan)
   local expire = mserve.route_expire
-  clear(held)
-  clear(assigned)
-  for j = 1, #servants do
-    local s = servants[j]
-    if s.available and s.used then
-      held[s.last_route] = (held[s.last_route] or 0) + 1
-    end
+  -- plan.any_free: with no free slot anywhere nothing can move (and rule 3
+  -- asks for no wake-up: only free servants' claims count)
+  while plan.any_free() and
+    (same_route(plan) or new_route(servants, plan, expire)) do
   end
-  while same_route(calls, servants, plan) or new_route(calls, servants, plan, expire) do end
 end)

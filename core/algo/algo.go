@@ -1,7 +1,6 @@
 package algo
 
 import (
-	"slices"
 	"time"
 
 	"github.com/mserve/mserve/sdk/dispatch"
@@ -125,14 +124,7 @@ func (l *Least) Assign(calls []*dispatch.Call, servants []*dispatch.Servant, p *
 // servant that goes away or is draining releases its routing string at once.
 type Match struct {
 	RouteExpire time.Duration
-	held        map[string]int // routing string → available servants holding it
-
-	// Within a round: the free servants holding each routing string, in
-	// list order, so that rule 1 finds one without scanning the servants.
-	// The lists' storage is kept from round to round.
-	freeHolders map[string]int // routing string → index into lists
-	lists       [][]int
-	used        int // lists in use this round
+	holdings    dispatch.Holdings
 }
 
 // NewMatch returns a Match with the given route expiry (DefaultRouteExpire
@@ -141,85 +133,27 @@ func NewMatch(expire time.Duration) *Match {
 	if expire <= 0 {
 		expire = DefaultRouteExpire
 	}
-	return &Match{RouteExpire: expire, held: map[string]int{}, freeHolders: map[string]int{}}
+	return &Match{RouteExpire: expire}
 }
 
 // Assign implements dispatch.Algorithm.
 func (m *Match) Assign(calls []*dispatch.Call, servants []*dispatch.Servant, p *dispatch.Plan) {
-	clear(m.held)
-	clear(m.freeHolders)
-	m.used = 0
-	for si, s := range servants {
-		if s.Available() && s.Used {
-			m.held[s.LastRoute]++
-			if s.Free() > 0 {
-				m.addFreeHolder(s.LastRoute, si)
-			}
-		}
-	}
+	m.holdings.Reset(servants)
 	for m.sameRoute(calls, servants, p) || m.newRoute(calls, servants, p) {
-	}
-}
-
-// addFreeHolder records servant si, free, as holding route (keeping the
-// list in servant order).
-func (m *Match) addFreeHolder(route string, si int) {
-	li, ok := m.freeHolders[route]
-	if !ok {
-		if m.used == len(m.lists) {
-			m.lists = append(m.lists, nil)
-		}
-		li = m.used
-		m.used++
-		m.lists[li] = m.lists[li][:0]
-		m.freeHolders[route] = li
-	}
-	l := m.lists[li]
-	i, _ := slices.BinarySearch(l, si)
-	m.lists[li] = slices.Insert(l, i, si)
-}
-
-// dropFreeHolder forgets servant si as a free holder of route.
-func (m *Match) dropFreeHolder(route string, si int) {
-	li, ok := m.freeHolders[route]
-	if !ok {
-		return
-	}
-	if i, found := slices.BinarySearch(m.lists[li], si); found {
-		m.lists[li] = slices.Delete(m.lists[li], i, i+1)
 	}
 }
 
 // sameRoute is rule 1.
 func (m *Match) sameRoute(calls []*dispatch.Call, servants []*dispatch.Servant, p *dispatch.Plan) bool {
-	usedFree := false
-	for li := range m.used {
-		if len(m.lists[li]) > 0 {
-			usedFree = true
-			break
-		}
-	}
-	if !usedFree {
+	if !m.holdings.AnyFreeHolder() {
 		return false
 	}
 	for ci, c := range calls {
-		if p.Assigned(ci) || m.held[c.Route] == 0 {
+		if p.Assigned(ci) {
 			continue
 		}
-		li, ok := m.freeHolders[c.Route]
-		if !ok {
-			continue
-		}
-		for _, si := range m.lists[li] {
-			if s := servants[si]; free(s, c) {
-				if !p.Assign(ci, si) {
-					return false
-				}
-				if s.Free() == 0 {
-					m.dropFreeHolder(c.Route, si)
-				}
-				return true
-			}
+		if si := m.holdings.FreeHolder(servants, c); si >= 0 {
+			return m.take(ci, si, servants, p)
 		}
 	}
 	return false
@@ -256,7 +190,7 @@ func (m *Match) newRoute(calls []*dispatch.Call, servants []*dispatch.Servant, p
 		return false
 	}
 	for ci, c := range calls {
-		if p.Assigned(ci) || m.held[c.Route] != 0 {
+		if p.Assigned(ci) || m.holdings.Held(c.Route) {
 			continue
 		}
 		for si, s := range servants {
@@ -275,7 +209,7 @@ func (m *Match) newRoute(calls []*dispatch.Call, servants []*dispatch.Servant, p
 // servant holds.
 func (m *Match) anyNewRoute(calls []*dispatch.Call, p *dispatch.Plan) bool {
 	for ci, c := range calls {
-		if !p.Assigned(ci) && m.held[c.Route] == 0 {
+		if !p.Assigned(ci) && !m.holdings.Held(c.Route) {
 			return true
 		}
 	}
@@ -290,16 +224,7 @@ func (m *Match) take(ci, si int, servants []*dispatch.Servant, p *dispatch.Plan)
 	if !p.Assign(ci, si) {
 		return false
 	}
-	if wasUsed {
-		if m.held[old]--; m.held[old] <= 0 {
-			delete(m.held, old)
-		}
-		m.dropFreeHolder(old, si)
-	}
-	m.held[s.LastRoute]++
-	if s.Free() > 0 {
-		m.addFreeHolder(s.LastRoute, si)
-	}
+	m.holdings.Took(servants, si, old, wasUsed)
 	return true
 }
 

@@ -86,6 +86,34 @@ end)`)
 	}
 }
 
+// BenchmarkDecisionFloor is what a scripted decision costs besides the
+// script: an algorithm that does nothing, one that assigns without
+// looking, and one that scans the servants for a free one.
+func BenchmarkDecisionFloor(b *testing.B) {
+	h := benchHost(b, writeScript(b, b.TempDir(), "floor.lua", `
+mserve.algorithm("nothing", function(calls, servants, plan) end)
+mserve.algorithm("blind", function(calls, servants, plan) plan.assign(1, 1) end)
+mserve.algorithm("scan", function(calls, servants, plan)
+  for j = 1, #servants do
+    local s = servants[j]
+    if s.available and s.free > 0 then plan.assign(1, j) return end
+  end
+end)`))
+	for _, name := range []string{"nothing", "blind", "scan"} {
+		b.Run(name, func(b *testing.B) {
+			calls, servants := decisionFixture(8)
+			a := NewAlgorithm(h, name, noFallback(b))
+			var p dispatch.Plan
+			b.ReportAllocs()
+			for range b.N {
+				servants[0].InFlight = 0
+				p.Reset(calls, servants, t0)
+				a.Assign(calls, servants, &p)
+			}
+		})
+	}
+}
+
 // BenchmarkDeepQueue is a round with 256 calls waiting (the script
 // window) and one free servant: the cost of showing the queue to a script.
 func BenchmarkDeepQueue(b *testing.B) {

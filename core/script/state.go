@@ -27,16 +27,30 @@ type state struct {
 	// field from a shadow copy of what the table last showed.
 	servantsTab *lua.LTable
 	servantTabs []*lua.LTable
-	shadow      []dispatch.Servant
+	shadow      []shown
+	servantMeta *lua.LTable // computes idle_for when a script reads it
+
+	// plan.held: routing string → how many available servants hold it
+	// (their last call had it), kept in step with the servant tables.
+	heldTab   *lua.LTable
+	heldCount map[string]int
+	heldKeys  int // keys ever added to heldTab, which never forgets one
+
+	// The free servants holding each routing string, built in a round when
+	// a script first asks (plan.free_holder, plan.first_free_holder) and
+	// kept in step with its assignments.
+	holdings      dispatch.Holdings
+	holdingsBuilt bool
 
 	// Tables of waiting calls, reused while a call waits.
-	callTabs  map[*dispatch.Call]*lua.LTable
-	callsTab  *lua.LTable
-	round     uint64
-	callRound map[*dispatch.Call]uint64
-	callMeta  *lua.LTable
+	callTabs map[*dispatch.Call]*callTab
+	callsTab *lua.LTable
+	round    uint64
+	callMeta *lua.LTable
 
-	// The round in progress, for the plan functions.
+	// The round in progress, for the plan functions. now stays after the
+	// round for tables a script kept.
+	now      time.Time
 	plan     *dispatch.Plan
 	calls    []*dispatch.Call
 	servants []*dispatch.Servant
@@ -58,17 +72,27 @@ func newState(set *Set, h *Host) (*state, error) {
 	st := &state{
 		set: set, L: L, budget: newBudget(), fns: reg.fns,
 		servantsTab: L.NewTable(), callsTab: L.NewTable(),
-		callTabs: map[*dispatch.Call]*lua.LTable{}, callRound: map[*dispatch.Call]uint64{},
+		callTabs: map[*dispatch.Call]*callTab{},
+		heldTab:  L.NewTable(), heldCount: map[string]int{},
 	}
 	L.SetContext(st.budget)
 	st.callMeta = L.NewTable()
 	st.callMeta.RawSetString("__index", L.NewFunction(st.callIndex))
+	st.servantMeta = L.NewTable()
+	st.servantMeta.RawSetString("__index", L.NewFunction(st.servantIndex))
 	st.planTab = L.NewTable()
+	planMeta := L.NewTable()
+	planMeta.RawSetString("__index", L.NewFunction(st.planIndex))
+	L.SetMetatable(st.planTab, planMeta)
 	st.planTab.RawSetString("assign", L.NewFunction(st.planAssign))
 	st.planTab.RawSetString("can_take", L.NewFunction(st.planCanTake))
 	st.planTab.RawSetString("wake_at", L.NewFunction(st.planWakeAt))
 	st.planTab.RawSetString("wake_in", L.NewFunction(st.planWakeIn))
 	st.planTab.RawSetString("any_free", L.NewFunction(st.planAnyFree))
+	st.planTab.RawSetString("held", st.heldTab)
+	st.planTab.RawSetString("first_free_holder", L.NewFunction(st.planFirstFreeHolder))
+	st.planTab.RawSetString("free_holder", L.NewFunction(st.planFreeHolder))
+	st.planTab.RawSetString("next_unheld", L.NewFunction(st.planNextUnheld))
 	return st, nil
 }
 
@@ -108,11 +132,14 @@ func (st *state) syncServants(views []*dispatch.Servant) {
 	L := st.L
 	for len(st.servantTabs) < len(views) {
 		t := L.CreateTable(0, 20)
+		L.SetMetatable(t, st.servantMeta)
 		st.servantTabs = append(st.servantTabs, t)
-		st.shadow = append(st.shadow, dispatch.Servant{Slots: -1}) // forces a full first sync
+		st.shadow = append(st.shadow, shown{}) // index 0: the first sync sets every field
 		st.servantsTab.RawSetInt(len(st.servantTabs), t)
 	}
 	for len(st.servantTabs) > len(views) {
+		sh := &st.shadow[len(st.shadow)-1]
+		st.hold(sh.holds, sh.lastRoute, -1)
 		st.servantsTab.RawSetInt(len(st.servantTabs), lua.LNil)
 		st.servantTabs = st.servantTabs[:len(st.servantTabs)-1]
 		st.shadow = st.shadow[:len(st.shadow)-1]
@@ -129,82 +156,169 @@ func seconds(t time.Time) lua.LValue {
 	return lua.LNumber(float64(t.UnixNano()) / 1e9)
 }
 
-// syncServant updates the fields of t that differ between the shadow (what
-// t shows) and v.
-func (st *state) syncServant(t *lua.LTable, sh, v *dispatch.Servant, index int) {
-	full := sh.Slots == -1
+// shown is what a servant's table shows, to compare with the view.
+type shown struct {
+	index             int // 0 until the table is first filled
+	name, addr, host  string
+	tags              []string
+	slots, inFlight   int
+	backlog           int
+	used              bool
+	lastRoute         string
+	lastUsed          time.Time
+	healthy, draining bool
+	ejected           bool
+	holds             bool // used and available: it counts in plan.held
+	latency           time.Duration
+	served            uint64
+}
+
+// syncServant updates the fields of t that differ between sh (what t
+// shows) and v.
+func (st *state) syncServant(t *lua.LTable, sh *shown, v *dispatch.Servant, index int) {
+	full := sh.index == 0
 	if full {
-		t.RawSetString("index", lua.LNumber(index))
+		t.RawSetString("index", count(index))
+		sh.index = index
 	}
-	if full || sh.Name != v.Name {
+	if full || sh.name != v.Name || sh.addr != v.Addr || sh.host != v.Host {
 		t.RawSetString("name", lua.LString(v.Name))
 		t.RawSetString("addr", lua.LString(v.Addr))
 		t.RawSetString("host", lua.LString(v.Host))
+		sh.name, sh.addr, sh.host = v.Name, v.Addr, v.Host
 	}
-	if full || !slices.Equal(sh.Tags, v.Tags) {
+	if full || !slices.Equal(sh.tags, v.Tags) {
 		tags := st.L.CreateTable(len(v.Tags), len(v.Tags))
 		for i, tag := range v.Tags {
 			tags.RawSetInt(i+1, lua.LString(tag))
 			tags.RawSetString(tag, lua.LTrue)
 		}
 		t.RawSetString("tags", tags)
-		sh.Tags = slices.Clone(v.Tags)
+		sh.tags = slices.Clone(v.Tags)
 	}
-	if full || sh.Slots != v.Slots || sh.InFlight != v.InFlight {
-		t.RawSetString("slots", lua.LNumber(v.Slots))
-		t.RawSetString("in_flight", lua.LNumber(v.InFlight))
-		t.RawSetString("free", lua.LNumber(v.Free()))
+	if full || sh.slots != v.Slots || sh.inFlight != v.InFlight {
+		if full || sh.slots != v.Slots {
+			t.RawSetString("slots", count(v.Slots))
+		}
+		t.RawSetString("in_flight", count(v.InFlight))
+		t.RawSetString("free", count(v.Free()))
+		sh.slots, sh.inFlight = v.Slots, v.InFlight
 	}
-	if full || sh.Backlog != v.Backlog {
-		t.RawSetString("backlog", lua.LNumber(v.Backlog))
+	if full || sh.backlog != v.Backlog {
+		t.RawSetString("backlog", count(v.Backlog))
+		sh.backlog = v.Backlog
 	}
-	if full || sh.Used != v.Used || sh.LastRoute != v.LastRoute {
+	holds := v.Used && v.Available()
+	if !full && (sh.holds != holds || (holds && sh.lastRoute != v.LastRoute)) {
+		st.hold(sh.holds, sh.lastRoute, -1)
+		st.hold(holds, v.LastRoute, +1)
+	} else if full {
+		st.hold(holds, v.LastRoute, +1)
+	}
+	sh.holds = holds
+	if full || sh.used != v.Used || sh.lastRoute != v.LastRoute {
 		t.RawSetString("used", lua.LBool(v.Used))
 		if v.Used {
 			t.RawSetString("last_route", lua.LString(v.LastRoute))
 		} else {
 			t.RawSetString("last_route", lua.LNil)
 		}
+		sh.used, sh.lastRoute = v.Used, v.LastRoute
 	}
-	if full || !sh.LastUsed.Equal(v.LastUsed) {
+	if full || !sh.lastUsed.Equal(v.LastUsed) {
 		t.RawSetString("last_used", seconds(v.LastUsed))
+		sh.lastUsed = v.LastUsed
 	}
-	if full || sh.Healthy != v.Healthy || sh.Draining != v.Draining || sh.Ejected != v.Ejected {
+	if full || sh.healthy != v.Healthy || sh.draining != v.Draining || sh.ejected != v.Ejected {
 		t.RawSetString("healthy", lua.LBool(v.Healthy))
 		t.RawSetString("draining", lua.LBool(v.Draining))
 		t.RawSetString("ejected", lua.LBool(v.Ejected))
 		t.RawSetString("available", lua.LBool(v.Available()))
+		sh.healthy, sh.draining, sh.ejected = v.Healthy, v.Draining, v.Ejected
 	}
-	if full || sh.Latency != v.Latency {
+	if full || sh.latency != v.Latency {
 		t.RawSetString("latency", lua.LNumber(v.Latency.Seconds()))
+		sh.latency = v.Latency
 	}
-	if full || sh.Served != v.Served {
-		t.RawSetString("served", lua.LNumber(v.Served))
+	if full || sh.served != v.Served {
+		t.RawSetString("served", lua.LNumber(float64(v.Served)))
+		sh.served = v.Served
 	}
-	tags := sh.Tags
-	*sh = *v
-	sh.Tags = tags
+}
+
+// hold adds delta to the count in plan.held of route, when holds: an
+// available servant that has been used holds its last routing string.
+func (st *state) hold(holds bool, route string, delta int) {
+	if !holds {
+		return
+	}
+	was := st.heldCount[route]
+	n := was + delta
+	if n <= 0 {
+		delete(st.heldCount, route)
+		st.heldTab.RawSetString(route, lua.LNil)
+		return
+	}
+	if was == 0 {
+		st.heldKeys++
+	}
+	st.heldCount[route] = n
+	st.heldTab.RawSetString(route, count(n))
+}
+
+// renewHeld replaces plan.held with a new table once the old one has seen
+// many more routing strings than servants hold now: a gopher-lua table
+// keeps every string key it was ever given in its iteration order, so with
+// routing strings that keep changing it would grow without bound.
+func (st *state) renewHeld() {
+	if st.heldKeys <= 2*len(st.heldCount)+1024 {
+		return
+	}
+	st.heldTab = st.L.CreateTable(0, len(st.heldCount))
+	for route, n := range st.heldCount {
+		st.heldTab.RawSetString(route, count(n))
+	}
+	st.heldKeys = len(st.heldCount)
+	st.planTab.RawSetString("held", st.heldTab)
+}
+
+// callTab is the table showing one waiting call, with what its route and
+// index fields show, so that a round sets only what changed.
+type callTab struct {
+	t     *lua.LTable
+	route string
+	index int
+	round uint64 // the last round that showed it
 }
 
 // callTable returns the table showing c, the index-th waiting call,
 // reusing it while c waits. Its "args" field is decoded from the params on
 // first use.
 func (st *state) callTable(c *dispatch.Call, index int) *lua.LTable {
-	t := st.callTabs[c]
-	if t == nil {
+	ct := st.callTabs[c]
+	if ct == nil {
 		L := st.L
-		t = L.CreateTable(0, 6)
+		t := L.CreateTable(0, 7)
 		t.RawSetString("method", lua.LString(c.Method))
 		t.RawSetString("user", lua.LString(c.User))
 		t.RawSetString("params", lua.LString(c.Params))
 		t.RawSetString("arrived", seconds(c.Arrived))
+		t.RawSetString("route", lua.LString(c.Route))
+		t.RawSetString("index", count(index))
 		L.SetMetatable(t, st.callMeta)
-		st.callTabs[c] = t
+		ct = &callTab{t: t, route: c.Route, index: index}
+		st.callTabs[c] = ct
 	}
-	t.RawSetString("route", lua.LString(c.Route))
-	t.RawSetString("index", lua.LNumber(index))
-	st.callRound[c] = st.round
-	return t
+	if ct.route != c.Route {
+		ct.t.RawSetString("route", lua.LString(c.Route))
+		ct.route = c.Route
+	}
+	if ct.index != index {
+		ct.t.RawSetString("index", count(index))
+		ct.index = index
+	}
+	ct.round = st.round
+	return ct.t
 }
 
 // routeTable returns a fresh table showing c to a routing function.
@@ -245,9 +359,8 @@ func (st *state) buildCalls(calls []*dispatch.Call) *lua.LTable {
 		st.callsTab.RawSetInt(i, lua.LNil)
 	}
 	if len(st.callTabs) > 2*n+64 {
-		for c, r := range st.callRound {
-			if r != st.round {
-				delete(st.callRound, c)
+		for c, ct := range st.callTabs {
+			if ct.round != st.round {
 				delete(st.callTabs, c)
 			}
 		}
@@ -257,18 +370,41 @@ func (st *state) buildCalls(calls []*dispatch.Call) *lua.LTable {
 
 // begin prepares a round: the plan functions act on p.
 func (st *state) begin(calls []*dispatch.Call, servants []*dispatch.Servant, p *dispatch.Plan) {
-	st.plan, st.calls, st.servants = p, calls, servants
-	st.planTab.RawSetString("now", seconds(p.Now))
+	st.plan, st.calls, st.servants, st.now = p, calls, servants, p.Now
+	st.holdingsBuilt = false
 	st.syncServants(servants)
-	for i, v := range servants {
-		// idle_for is computed in Go, in nanoseconds, so that scripts
-		// compare durations exactly as the built-ins do.
-		idle := 0.0
-		if v.Used && !v.LastUsed.IsZero() {
-			idle = p.Now.Sub(v.LastUsed).Seconds()
-		}
-		st.servantTabs[i].RawSetString("idle_for", lua.LNumber(idle))
+	st.renewHeld()
+}
+
+// planIndex is the __index of the plan table: plan.now is made when a
+// script reads it, since most rounds do not.
+func (st *state) planIndex(L *lua.LState) int {
+	if L.CheckString(2) != "now" {
+		L.Push(lua.LNil)
+		return 1
 	}
+	L.Push(seconds(st.now))
+	return 1
+}
+
+// servantIndex is the __index of servant tables: idle_for, the seconds
+// since the servant's last call finished (0 for a servant never used), is
+// computed when read, in nanoseconds, so that scripts compare durations
+// exactly as the built-ins do.
+func (st *state) servantIndex(L *lua.LState) int {
+	t := L.CheckTable(1)
+	if L.CheckString(2) != "idle_for" {
+		L.Push(lua.LNil)
+		return 1
+	}
+	idle := 0.0
+	if i, ok := t.RawGetString("index").(lua.LNumber); ok && int(i) >= 1 && int(i) <= len(st.shadow) {
+		if sh := &st.shadow[int(i)-1]; sh.used && !sh.lastUsed.IsZero() {
+			idle = st.now.Sub(sh.lastUsed).Seconds()
+		}
+	}
+	L.Push(lua.LNumber(idle))
+	return 1
 }
 
 func (st *state) end() { st.plan, st.calls, st.servants = nil, nil, nil }
@@ -292,11 +428,32 @@ func (st *state) planAssign(L *lua.LState) int {
 // assign records a decision (0-based indexes) and shows its effect on the
 // servant's table at once, so the script's view stays consistent.
 func (st *state) assign(ci, si int) bool {
-	if st.plan == nil || !st.plan.Assign(ci, si) {
+	if st.plan == nil || si < 0 || si >= len(st.servants) {
+		if st.plan != nil {
+			st.plan.Assign(ci, si) // counts the rejection
+		}
 		return false
 	}
-	st.syncServant(st.servantTabs[si], &st.shadow[si], st.servants[si], si+1)
+	s := st.servants[si]
+	old, wasUsed := s.LastRoute, s.Used
+	if !st.plan.Assign(ci, si) {
+		return false
+	}
+	if st.holdingsBuilt {
+		st.holdings.Took(st.servants, si, old, wasUsed)
+	}
+	st.syncServant(st.servantTabs[si], &st.shadow[si], s, si+1)
 	return true
+}
+
+// roundHoldings returns the index of free holders for the round in
+// progress, building it on first use.
+func (st *state) roundHoldings() *dispatch.Holdings {
+	if !st.holdingsBuilt {
+		st.holdings.Reset(st.servants)
+		st.holdingsBuilt = true
+	}
+	return &st.holdings
 }
 
 // planCanTake is plan.can_take(servant_index, call_index).
@@ -344,4 +501,87 @@ func (st *state) planWakeAt(L *lua.LState) int {
 		st.plan.WakeAt(time.Unix(0, int64(t*1e9)))
 	}
 	return 0
+}
+
+// planFreeHolder is plan.free_holder(i): the index of the first servant,
+// in list order, that holds call i's routing string (its last call had
+// it) and can take call i now; nil when there is none or call i is
+// assigned already.
+func (st *state) planFreeHolder(L *lua.LState) int {
+	a := planArgs(L)
+	ci := L.CheckInt(a) - 1
+	if st.plan == nil || ci < 0 || ci >= len(st.calls) || st.plan.Assigned(ci) {
+		L.Push(lua.LNil)
+		return 1
+	}
+	if si := st.roundHoldings().FreeHolder(st.servants, st.calls[ci]); si >= 0 {
+		L.Push(count(si + 1))
+	} else {
+		L.Push(lua.LNil)
+	}
+	return 1
+}
+
+// planFirstFreeHolder is plan.first_free_holder(): the oldest waiting
+// call not yet assigned that a free servant holding its routing string can
+// take, and that servant (the first such in list order), as i, j; nil when
+// there is none. It is plan.free_holder over the whole queue, with an
+// index instead of a walk through the servants for each call.
+func (st *state) planFirstFreeHolder(L *lua.LState) int {
+	if st.plan == nil {
+		L.Push(lua.LNil)
+		return 1
+	}
+	h := st.roundHoldings()
+	if h.AnyFreeHolder() {
+		for ci, c := range st.calls[:min(len(st.calls), maxWindow)] {
+			if st.plan.Assigned(ci) {
+				continue
+			}
+			if si := h.FreeHolder(st.servants, c); si >= 0 {
+				L.Push(count(ci + 1))
+				L.Push(count(si + 1))
+				return 2
+			}
+		}
+	}
+	L.Push(lua.LNil)
+	return 1
+}
+
+// planNextUnheld is plan.next_unheld(i): the index of the first waiting
+// call after call i (from the first when i is 0 or nil), not yet assigned,
+// whose routing string no available servant holds (plan.held has no
+// entry); nil when there is none.
+func (st *state) planNextUnheld(L *lua.LState) int {
+	a := planArgs(L)
+	from := L.OptInt(a, 0)
+	if st.plan != nil {
+		for ci := max(from, 0); ci < min(len(st.calls), maxWindow); ci++ {
+			if !st.plan.Assigned(ci) && st.heldCount[st.calls[ci].Route] == 0 {
+				L.Push(count(ci + 1))
+				return 1
+			}
+		}
+	}
+	L.Push(lua.LNil)
+	return 1
+}
+
+// smallCounts holds the Lua numbers 0 to 1023 boxed once: storing a number
+// in a table or on the stack otherwise allocates, and counts (slots, in
+// flight, indexes) are set every round.
+var smallCounts = func() (v [1024]lua.LValue) {
+	for i := range v {
+		v[i] = lua.LNumber(i)
+	}
+	return
+}()
+
+// count returns n as a Lua number, without allocating for small n.
+func count(n int) lua.LValue {
+	if n >= 0 && n < len(smallCounts) {
+		return smallCounts[n]
+	}
+	return lua.LNumber(n)
 }

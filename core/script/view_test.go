@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	lua "github.com/yuin/gopher-lua"
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
 
@@ -68,7 +69,7 @@ func secs(t time.Time) string { return "number~" + formatSeconds(t) }
 const viewLua = showLua + `
 local call_fields = {"method", "route", "user", "params", "arrived", "index"}
 local servant_fields = {"index", "name", "addr", "host", "slots", "in_flight", "free", "backlog", "used",
-  "last_route", "last_used", "healthy", "draining", "available", "latency", "served"}
+  "last_route", "last_used", "idle_for", "healthy", "draining", "available", "latency", "served"}
 
 local function show_call(p, c)
   show(p .. "args_before", rawget(c, "args")) -- decoded on first use only
@@ -190,11 +191,11 @@ func TestScriptView(t *testing.T) {
 		"servant1.index": "number:1", "servant1.name": "string:gpu1", "servant1.addr": "string:10.0.0.6:7001", "servant1.host": "string:10.0.0.6",
 		"servant1.tags": "string:gpu,rdb", "servant1.tags.gpu": "boolean:true", "servant1.tags.none": "nil:nil",
 		"servant1.slots": "number:4", "servant1.in_flight": "number:1", "servant1.free": "number:3", "servant1.backlog": "number:2",
-		"servant1.used": "boolean:true", "servant1.last_route": "string:MSFT", "servant1.last_used": secs(lastUsed),
+		"servant1.used": "boolean:true", "servant1.last_route": "string:MSFT", "servant1.last_used": secs(lastUsed), "servant1.idle_for": "number:3",
 		"servant1.healthy": "boolean:true", "servant1.draining": "boolean:false", "servant1.available": "boolean:true",
 		"servant1.latency": "number:0.0025", "servant1.served": "number:17",
 		"servant2.index": "number:2", "servant2.name": "string:s2", "servant2.tags": "string:", "servant2.tags.gpu": "nil:nil",
-		"servant2.used": "boolean:false", "servant2.last_route": "nil:nil", "servant2.last_used": "number:0",
+		"servant2.used": "boolean:false", "servant2.last_route": "nil:nil", "servant2.last_used": "number:0", "servant2.idle_for": "number:0",
 		"servant2.healthy": "boolean:false", "servant2.draining": "boolean:true", "servant2.available": "boolean:false",
 		"servant2.latency": "number:0", "servant2.served": "number:0", "servant2.free": "number:1",
 
@@ -228,7 +229,7 @@ func TestScriptView(t *testing.T) {
 		expectSeen(t, got, map[string]string{
 			"#calls": "number:2", "plan.now": secs(next),
 			"call1.method": "string:hdb", "call1.index": "number:1",
-			"servant1.in_flight": "number:0", "servant1.free": "number:4", "servant1.served": "number:18", "servant1.last_used": secs(t0),
+			"servant1.in_flight": "number:0", "servant1.free": "number:4", "servant1.served": "number:18", "servant1.last_used": secs(t0), "servant1.idle_for": "number:1",
 			"servant1.last_route": "string:IBM",
 			"servant2.available":  "boolean:true", "servant2.tags": "string:gpu", "servant2.tags.gpu": "boolean:true",
 		})
@@ -339,4 +340,110 @@ end)`
 		"round2.available": "boolean:false", // ejected
 		"round3.available": "boolean:true",  // readmitted
 	})
+}
+
+// TestPlanHeldAndFreeHolder checks plan.held and plan.free_holder against
+// the servants' state, within a round (after assignments) and from round
+// to round (servants going down, coming back, changing routing strings).
+func TestPlanHeldAndFreeHolder(t *testing.T) {
+	log, logs := observed(zapcore.DebugLevel)
+	src := showLua + `
+mserve.algorithm("held", function(calls, servants, plan)
+  for _, r in ipairs({"A", "B", "C", "D"}) do show("held." .. r, plan.held[r]) end
+  for i = 1, #calls do show("free_holder." .. i, plan.free_holder(i)) end
+  local i, j = plan.first_free_holder()
+  show("first_free_holder", tostring(i) .. "," .. tostring(j))
+  local unheld = {}
+  local k = plan.next_unheld()
+  while k do unheld[#unheld + 1] = k; k = plan.next_unheld(k) end
+  show("unheld", "[" .. table.concat(unheld, ",") .. "]")
+  if calls[1].route == "assign" then
+    show("assign", plan.assign(1, 3)) -- s3 held C; now it holds "assign"
+    show("after.held.C", plan.held["C"])
+    show("after.held.assign", plan.held["assign"])
+    show("after.free_holder.1", plan.free_holder(1)) -- assigned: nil
+    show("after.first_free_holder", plan.first_free_holder())
+    show("after.next_unheld", plan.next_unheld())
+  end
+end)`
+	h := newHost(t, Config{Files: []string{writeScript(t, t.TempDir(), "h.lua", src)}, Log: log, Budget: time.Second})
+	a := NewAlgorithm(h, "held", failFallback(t, "held"))
+	vs := views(t0,
+		srv{used: true, route: "A", busy: 1},                   // s1 holds A, busy
+		srv{used: true, route: "A", slots: 2},                  // s2 holds A, free
+		srv{used: true, route: "C"},                            // s3 holds C, free
+		srv{used: true, route: "B", down: true},                // s4 is down: holds nothing
+		srv{used: true, route: "D", serves: []string{"other"}}, // s5 holds D but serves only "other"
+		srv{}, // s6 never used
+	)
+	steps := []struct {
+		name   string
+		change func()
+		calls  []*dispatch.Call
+		want   map[string]string
+	}{
+		{"first round", func() {}, queue("A", "B", "C", "D", "E"), map[string]string{
+			"held.A": "number:2", "held.B": "nil:nil", "held.C": "number:1", "held.D": "number:1",
+			"free_holder.1": "number:2", "free_holder.2": "nil:nil", "free_holder.3": "number:3",
+			"free_holder.4":     "nil:nil", // s5 does not serve the call's function
+			"free_holder.5":     "nil:nil",
+			"first_free_holder": "string:1,2", "unheld": "string:[2,5]",
+		}},
+		{"a servant comes back, another goes down", func() { vs[3].Healthy, vs[1].Healthy = true, false }, queue("A", "B"), map[string]string{
+			"held.A": "number:1", "held.B": "number:1",
+			"free_holder.1":     "nil:nil", // s1 holds A but is busy; s2 is down
+			"free_holder.2":     "number:4",
+			"first_free_holder": "string:2,4", "unheld": "string:[]",
+		}},
+		{"assignments show at once", func() {}, queue("assign"), map[string]string{
+			"held.C": "number:1", "assign": "boolean:true", "after.held.C": "nil:nil", "after.held.assign": "number:1",
+			"after.free_holder.1": "nil:nil", "after.first_free_holder": "nil:nil", "after.next_unheld": "nil:nil",
+			"unheld": "string:[1]",
+		}},
+		{"the next round keeps the assignment's holding", func() {}, queue("C"), map[string]string{
+			"held.C": "nil:nil", "held.A": "number:1", "free_holder.1": "nil:nil",
+		}},
+	}
+	for _, st := range steps {
+		t.Run(st.name, func(t *testing.T) {
+			st.change()
+			round(a, st.calls, vs, t0)
+			expectSeen(t, seen(logs), st.want)
+		})
+	}
+}
+
+// TestPlanHeldForgetsOldRoutingStrings checks that plan.held does not grow
+// with every routing string ever seen: gopher-lua tables keep their keys,
+// so mserve replaces the table once it holds mostly dead ones.
+func TestPlanHeldForgetsOldRoutingStrings(t *testing.T) {
+	src := `
+mserve.algorithm("churn", function(calls, servants, plan)
+  for i = 1, #calls do
+    local j = plan.free_holder(i)
+    if not j then
+      for k = 1, #servants do if plan.can_take(k, i) then j = k break end end
+    end
+    if j then plan.assign(i, j) end
+  end
+end)`
+	h := newHost(t, Config{Files: []string{writeScript(t, t.TempDir(), "c.lua", src)}, Budget: time.Second})
+	a := NewAlgorithm(h, "churn", failFallback(t, "churn"))
+	vs := views(t0, srv{}, srv{})
+	for i := range 10000 {
+		round(a, queue(fmt.Sprint("a", i), fmt.Sprint("b", i)), vs, t0)
+		vs[0].InFlight, vs[1].InFlight = 0, 0
+	}
+	st := a.st
+	if st.heldKeys > 2*len(st.heldCount)+1024 {
+		t.Errorf("plan.held has seen %d keys for %d held routing strings", st.heldKeys, len(st.heldCount))
+	}
+	if len(st.heldCount) != 2 {
+		t.Errorf("held %v, want the two servants' last routing strings", st.heldCount)
+	}
+	for route, n := range st.heldCount {
+		if got := st.heldTab.RawGetString(route); got != lua.LNumber(n) {
+			t.Errorf("plan.held[%q] = %v, want %d", route, got, n)
+		}
+	}
 }

@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Runs every benchmark of the benchmark issue — peers, locality, uneven
 # work, scale — then draws the plots and rewrites the generated tables of
-# docs/benchmarks.md (between its bench-report markers).
+# docs/BENCHMARKS.md (between its bench-report markers).
 #
 #   examples/benchmarks/report.sh            (make bench-report)
 #   ONLY_DOC=1 examples/benchmarks/report.sh # plots and doc from the results already there
 #
 # Each script stops everything it started; together they take about 10
-# minutes on the 2-vCPU machine of docs/benchmarks.md.
+# minutes on the 2-vCPU machine of docs/BENCHMARKS.md.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
@@ -21,7 +21,7 @@ if [ -z "${ONLY_DOC:-}" ]; then
 	(. "$here/lib.sh" && machine >"$out/machine.txt")
 fi
 cd "$root"
-go run ./examples/benchmarks/report doc "$out" "$root/docs/benchmarks.md" # also writes the *-all and *-summary CSVs
+go run ./examples/benchmarks/report doc "$out" "$root/docs/BENCHMARKS.md" # also writes the *-all and *-summary CSVs
 go build -o "$out/.plot" ./examples/benchmarks/plot
 plot() { # -csv FILE ...: skipped when FILE is not there (that part was not run)
 	if [ -f "$2" ]; then "$out/.plot" "$@"; else echo "report.sh: no $2; its plot is not redrawn" >&2; fi

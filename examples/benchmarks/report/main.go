@@ -1,11 +1,11 @@
 // Command report turns the benchmark scripts' CSV files into Markdown
 // tables, checks them against the benchmark issue's goals, and rewrites the
-// generated parts of docs/benchmarks.md (between <!-- BEGIN bench-report:NAME -->
+// generated parts of docs/BENCHMARKS.md (between <!-- BEGIN bench-report:NAME -->
 // and <!-- END bench-report:NAME --> markers).
 //
 //	report peers DIR                 # aggregate DIR/peers-raw.csv into DIR/peers.csv, print the table
 //	report locality|uneven|scale|memory|goals DIR
-//	report doc DIR docs/benchmarks.md
+//	report doc DIR docs/BENCHMARKS.md
 package main
 
 import (
