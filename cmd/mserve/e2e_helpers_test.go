@@ -28,6 +28,7 @@ import (
 	"time"
 
 	"github.com/mserve/mserve/sdk/client"
+	"github.com/mserve/mserve/sdk/freeport"
 )
 
 // Paths of the binaries TestMain builds.
@@ -104,16 +105,9 @@ func testEnv(extra ...string) []string {
 	return append(env, extra...)
 }
 
-// freeAddr returns a loopback address whose port was free a moment ago.
-func freeAddr(t testing.TB) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
+// freeAddr returns a loopback address whose port was free a moment ago
+// and that this process has not handed out before.
+func freeAddr(t testing.TB) string { return freeport.Test(t) }
 
 // ---------------------------------------------------------------------------
 // The log

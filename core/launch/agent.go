@@ -17,6 +17,7 @@ import (
 
 	"github.com/mserve/mserve/core/logging"
 	"github.com/mserve/mserve/core/supervise"
+	"github.com/mserve/mserve/sdk/freeport"
 	"github.com/mserve/mserve/sdk/jsonrpc"
 	"github.com/mserve/mserve/sdk/wire"
 )
@@ -338,7 +339,7 @@ func (a *Agent) start(s *session, p *startParams) (*startResult, *jsonrpc.Error)
 		port := sr.Port
 		for port == 0 || taken[port] {
 			var err error
-			if port, err = freePort(host); err != nil {
+			if port, err = freeport.Port(host); err != nil {
 				return nil, jsonrpc.Errorf(jsonrpc.InternalError, "no free port on servant host %s of launcher %s: %v", host, a.host, err)
 			}
 		}

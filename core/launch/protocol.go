@@ -7,7 +7,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"net"
 	"slices"
 	"strconv"
 	"strings"
@@ -289,14 +288,4 @@ func (a Allowlist) String() string {
 		parts[i] = strconv.Quote(strings.Join(words, " "))
 	}
 	return strings.Join(parts, ", ")
-}
-
-// freePort returns a port on host that was free a moment ago.
-func freePort(host string) (int, error) {
-	ln, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
-	if err != nil {
-		return 0, err
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port, nil
 }

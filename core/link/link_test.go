@@ -18,6 +18,7 @@ import (
 
 	"github.com/mserve/mserve/core/engine"
 	"github.com/mserve/mserve/sdk/dispatch"
+	"github.com/mserve/mserve/sdk/freeport"
 	"github.com/mserve/mserve/sdk/jsonrpc"
 	"github.com/mserve/mserve/sdk/servant"
 	"github.com/mserve/mserve/sdk/wire"
@@ -76,17 +77,9 @@ func newCall(r engine.Replier, method, params string) *engine.Call {
 	return c
 }
 
-// freeAddr returns a loopback address nothing listens on.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	return addr
-}
+// freeAddr returns a loopback address whose port was free a moment ago
+// and that this process has not handed out before.
+func freeAddr(t *testing.T) string { return freeport.Test(t) }
 
 // listen listens on addr (a fixed address, for a servant coming back).
 func listen(t *testing.T, addr string) net.Listener {

@@ -19,6 +19,8 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+
+	"github.com/mserve/mserve/sdk/freeport"
 )
 
 // Environment variables a spawned servant receives.
@@ -44,34 +46,10 @@ type Config struct {
 }
 
 // FreeAddr returns a loopback address whose port was free a moment ago
-// and that this process has not handed out before (the kernel may give the
-// same ephemeral port to two listeners opened and closed in turn). A
+// and that this process has not handed out before (freeport.Loopback). A
 // servant that loses a race for its port with another process exits and
 // is restarted by its supervisor.
-func FreeAddr() (string, error) {
-	for range 100 {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return "", err
-		}
-		addr := ln.Addr().String()
-		ln.Close()
-		handedOut.Lock()
-		seen := handedOut.addrs[addr]
-		handedOut.addrs[addr] = true
-		handedOut.Unlock()
-		if !seen {
-			return addr, nil
-		}
-	}
-	return "", errors.New("no loopback port this process has not used already")
-}
-
-// handedOut is every address FreeAddr has returned.
-var handedOut = struct {
-	sync.Mutex
-	addrs map[string]bool
-}{addrs: map[string]bool{}}
+func FreeAddr() (string, error) { return freeport.Loopback() }
 
 // Process supervises one servant process.
 type Process struct {

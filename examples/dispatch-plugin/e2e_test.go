@@ -12,7 +12,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -27,6 +26,7 @@ import (
 	"time"
 
 	"github.com/mserve/mserve/sdk/client"
+	"github.com/mserve/mserve/sdk/freeport"
 )
 
 var mserveBin, quickstartBin, pluginBin string
@@ -86,15 +86,9 @@ func env(extra ...string) []string {
 	return append(out, extra...)
 }
 
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
+// freeAddr returns a loopback address whose port was free a moment ago
+// and that this process has not handed out before.
+func freeAddr(t *testing.T) string { return freeport.Test(t) }
 
 // logLines collects a process's JSON log lines.
 type logLines struct {

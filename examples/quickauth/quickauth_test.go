@@ -15,7 +15,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -26,6 +25,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/mserve/mserve/sdk/freeport"
 )
 
 // step is one command of README.md and the output it shows.
@@ -234,15 +235,9 @@ func goBuild(t *testing.T, root, out, pkg string) {
 	}
 }
 
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
+// freeAddr returns a loopback address whose port was free a moment ago
+// and that this process has not handed out before.
+func freeAddr(t *testing.T) string { return freeport.Test(t) }
 
 // env is the environment for the binaries: this process's without any
 // MSERVE_ variable (so the caller's settings cannot change the outcome),

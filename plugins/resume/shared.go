@@ -211,11 +211,55 @@ func (s *store) publish(name string, b []byte) {
 	}
 }
 
+// retry paces one kind of etcd work that fails and recovers: it logs the
+// first failure of a run and the recovery once each, and waits between
+// attempts from 100ms doubling up to 5s.
+type retry struct {
+	s         *store
+	failed    string // logged at the first failure, with the error
+	recovered string // logged when work succeeds after failures
+	wait      time.Duration
+	failing   bool
+}
+
+const (
+	retryMinWait = 100 * time.Millisecond
+	retryMaxWait = 5 * time.Second
+)
+
+// ok records a success.
+func (r *retry) ok() {
+	if r.failing {
+		r.s.log.Printf("%s", r.recovered)
+	}
+	r.failing, r.wait = false, retryMinWait
+}
+
+// fail records a failure and waits before the next attempt. It returns
+// false when the store is closing.
+func (r *retry) fail(err error) bool {
+	if r.s.ctx.Err() != nil {
+		return false
+	}
+	if !r.failing {
+		r.s.log.Printf(r.failed, err)
+		r.failing = true
+	}
+	select {
+	case <-r.s.ctx.Done():
+		return false
+	case <-time.After(r.wait):
+	}
+	r.wait = min(2*r.wait, retryMaxWait)
+	return true
+}
+
 // write writes queued records, retrying failed ones with backoff (a newer
 // record of the same servant replaces one waiting).
 func (s *store) write() {
-	const minWait, maxWait = 100 * time.Millisecond, 5 * time.Second
-	wait, failing := minWait, false
+	r := &retry{s: s, wait: retryMinWait,
+		failed:    "etcd: cannot write résumés (%v); decisions go on, retrying",
+		recovered: "etcd: résumés written again"}
 	for {
 		select {
 		case <-s.ctx.Done():
@@ -244,25 +288,12 @@ func (s *store) write() {
 				s.pmu.Unlock()
 			}
 			if err == nil {
-				if failing {
-					s.log.Printf("etcd: résumés written again")
-				}
-				failing, wait = false, minWait
+				r.ok()
 				break
 			}
-			if s.ctx.Err() != nil {
+			if !r.fail(err) {
 				return
 			}
-			if !failing {
-				s.log.Printf("etcd: cannot write résumés (%v); decisions go on, retrying", err)
-				failing = true
-			}
-			select {
-			case <-s.ctx.Done():
-				return
-			case <-time.After(wait):
-			}
-			wait = min(2*wait, maxWait)
 		}
 	}
 }
@@ -270,30 +301,18 @@ func (s *store) write() {
 // follow lists the résumés and settings, then watches them; after a
 // failure it lists again.
 func (s *store) follow() {
-	const minWait, maxWait = 100 * time.Millisecond, 5 * time.Second
-	wait, failing := minWait, false
+	r := &retry{s: s, wait: retryMinWait,
+		failed:    "etcd: cannot follow shared résumés (%v); using those known, retrying",
+		recovered: "etcd: résumés followed again"}
 	for s.ctx.Err() == nil {
 		rev, err := s.list()
 		if err == nil {
-			if failing {
-				s.log.Printf("etcd: résumés followed again")
-			}
-			failing, wait = false, minWait
+			r.ok()
 			err = s.watch(rev)
 		}
-		if s.ctx.Err() != nil {
+		if !r.fail(err) {
 			return
 		}
-		if !failing {
-			s.log.Printf("etcd: cannot follow shared résumés (%v); using those known, retrying", err)
-			failing = true
-		}
-		select {
-		case <-s.ctx.Done():
-			return
-		case <-time.After(wait):
-		}
-		wait = min(2*wait, maxWait)
 	}
 }
 

@@ -19,6 +19,8 @@ import (
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
+
+	"github.com/mserve/mserve/sdk/freeport"
 )
 
 // Server is an embedded single-member etcd cluster. Clients reach it
@@ -157,15 +159,9 @@ func (s *Server) Compact(ctx context.Context) (int64, error) {
 	return r.Header.Revision, err
 }
 
-func freeAddr(t testing.TB) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
+// freeAddr returns a loopback address whose port was free a moment ago
+// and that this process has not handed out before.
+func freeAddr(t testing.TB) string { return freeport.Test(t) }
 
 // Proxy forwards TCP connections to a target address until cut, so that a
 // test can make etcd unreachable for one client only.
