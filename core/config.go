@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/mserve/mserve/core/algo"
 )
 
 // Config is everything a Balancer is built from. The zero value of each
@@ -18,6 +20,7 @@ type Config struct {
 	Algorithm   string        // dispatch algorithm name (default "match")
 	Routing     string        // routing function name, or an expr expression over the call (default "first")
 	RouteExpire time.Duration // match's routeExpireMs (default 12s)
+	WarmKeys    int           // warm: routing strings remembered per servant (default algo.DefaultWarmKeys)
 
 	Plugins        []string      // Lua files, folders of them, and plugin binaries providing algorithms and routing functions
 	ScriptBudget   time.Duration // time one scripted decision may take (default 5ms)
@@ -157,4 +160,9 @@ func parseServant(entry string) (ServantSpec, error) {
 		}
 	}
 	return spec, nil
+}
+
+// algoConfig is what the built-in algorithms read of c.
+func (c Config) algoConfig() algo.Config {
+	return algo.Config{RouteExpire: c.RouteExpire, WarmKeys: c.WarmKeys}
 }

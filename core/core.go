@@ -148,7 +148,7 @@ func New(cfg Config, log *zap.Logger) (_ *Balancer, err error) {
 		return nil, err
 	}
 	b.algos, b.routes = algos, routes
-	a, err := algo.New(algos, cfg.Algorithm, algo.Config{RouteExpire: cfg.RouteExpire})
+	a, err := algo.New(algos, cfg.Algorithm, cfg.algoConfig())
 	if err != nil {
 		return nil, err
 	}

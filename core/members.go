@@ -198,7 +198,7 @@ func (b *Balancer) Routing() string {
 // scripted or from a plugin) for the next round; calls already assigned
 // stay where they are. An unknown name changes nothing.
 func (b *Balancer) SetAlgorithm(name string) error {
-	a, err := algo.New(b.algos, name, algo.Config{RouteExpire: b.cfg.RouteExpire})
+	a, err := algo.New(b.algos, name, b.cfg.algoConfig())
 	if err != nil {
 		return err
 	}

@@ -55,7 +55,7 @@ func calls(routes ...string) []*dispatch.Call {
 		if m, rest, ok := strings.Cut(r, ":"); ok {
 			method, r = m, rest
 		}
-		out[i] = &dispatch.Call{Method: method, Route: r}
+		out[i] = &dispatch.Call{Method: method, Route: r, Arrived: t0}
 	}
 	return out
 }
@@ -184,10 +184,10 @@ func TestEvenRemembersAcrossRounds(t *testing.T) {
 
 func TestRegistry(t *testing.T) {
 	reg := Builtins()
-	if got, want := reg.Names(), []string{"even", "least", "match", "orig"}; !slices.Equal(got, want) {
+	if got, want := reg.Names(), []string{"even", "least", "match", "orig", "warm"}; !slices.Equal(got, want) {
 		t.Errorf("Names() = %v, want %v", got, want)
 	}
-	if _, err := New(reg, "bogus", Config{}); err == nil || err.Error() != `unknown dispatch algorithm "bogus" (known: even, least, match, orig)` {
+	if _, err := New(reg, "bogus", Config{}); err == nil || err.Error() != `unknown dispatch algorithm "bogus" (known: even, least, match, orig, warm)` {
 		t.Errorf("unknown name: err = %v", err)
 	}
 	f := func(Config) (dispatch.Algorithm, error) { return Orig{}, nil }

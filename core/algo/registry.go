@@ -15,6 +15,9 @@ type Config struct {
 	// RouteExpire is match's routeExpireMs: how long an idle servant keeps
 	// its claim on its last routing string before it may take a new one.
 	RouteExpire time.Duration
+	// WarmKeys is how many routing strings warm remembers per servant
+	// (DefaultWarmKeys when 0).
+	WarmKeys int
 }
 
 // DefaultRouteExpire is the kdb+ mserve_np.q value of routeExpireMs.
@@ -43,6 +46,8 @@ func Builtins() *Registry {
 			Value: func(c Config) (dispatch.Algorithm, error) { return NewMatch(c.RouteExpire), nil }},
 		{Name: "least", Summary: "oldest call to the free servant with the fewest pending calls",
 			Value: func(Config) (dispatch.Algorithm, error) { return &Least{}, nil }},
+		{Name: "warm", Summary: "keep each routing string on servants whose caches (modelled as their last -warm-keys strings) hold it; a busy one keeps at most a slot's worth of calls waiting",
+			Value: func(c Config) (dispatch.Algorithm, error) { return NewWarm(c.WarmKeys), nil }},
 	} {
 		e.Source = "builtin"
 		r.MustRegister(e)

@@ -15,7 +15,8 @@
 #
 # Environment: CALLS measured (10000), WARMUP calls (4000), CONC (8),
 # ROUNDS (3), SERVANTS (4), CACHE keys per servant (100), KEYS (1000),
-# HISTORY for resume (100), PORT base (7400), BIN, OUT.
+# HISTORY for resume (100), PORT base (7400), BIN, OUT, ALGOS (the
+# algorithms to run, space-separated; all when empty).
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 bench_init
@@ -44,6 +45,7 @@ common=(-keys "$keys" -n "$calls" -warmup "$warm" -c "$conc" -servants "$ns" -ca
 # a fresh mserve (fresh servants, cold caches) with one algorithm.
 run() {
 	local workload=$1 name=$2 max=$3 envs=() # and $r, the round
+	if [ -n "${ALGOS:-}" ] && [[ " $ALGOS " != *" $name "* ]]; then return; fi
 	shift 3
 	while [ "$1" != -- ]; do envs+=("$1"); shift; done
 	shift
@@ -69,6 +71,7 @@ for w in zipf hot; do
 		run "$w" lua.match 120s -- -algo lua.match -route-expire 1ms -plugins "$root/scripts/match.lua"
 		run "$w" resume 120s MSERVE_RESUME_FILE=none MSERVE_RESUME_HISTORY="$history" -- -algo resume -plugins "$bin/resume"
 		run "$w" boundedhash 120s -- -algo boundedhash -plugins "$bin/boundedhash"
+		run "$w" warm 120s -- -algo warm -warm-keys "$cache"
 		run "$w" bench.hash 120s -- -algo bench.hash -route-expire 5ms -plugins "$here/hash.lua"
 	done
 done

@@ -1,7 +1,7 @@
 // Command scale measures mserve's dispatch cost as servants are added: it
 // drives core/engine with fake transports (no network, no servants), one
-// call in and one result out per operation, for the built-in match and
-// least, with 8, 64 and 512 servants, and prints ns/op as CSV.
+// call in and one result out per operation, for the built-in match, least
+// and warm, with 8, 64 and 512 servants, and prints ns/op as CSV.
 //
 //	go run ./examples/benchmarks/scale -csv results/scale.csv
 //	go test -bench . ./examples/benchmarks/scale      # the same as Go benchmarks
@@ -39,7 +39,7 @@ import (
 // Sizes and Algos are what main and the Go benchmarks measure.
 var (
 	Sizes = []int{8, 64, 512}
-	Algos = []string{"least", "match"}
+	Algos = []string{"least", "match", "warm"}
 )
 
 const (
