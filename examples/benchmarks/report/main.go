@@ -317,7 +317,7 @@ func (r *reporter) peers() string {
 
 // --- locality ---------------------------------------------------------------
 
-var locOrder = []string{"sim-round-robin", "sim-hash-partition", "sim-bound", "even", "least", "match", "match-12s", "lua.match", "resume", "boundedhash", "bench.hash"}
+var locOrder = []string{"sim-round-robin", "sim-hash-partition", "sim-bound", "even", "least", "match", "match-12s", "lua.match", "resume", "boundedhash", "warm", "bench.hash"}
 
 func (r *reporter) locRows(workload string) []map[string]string {
 	var rows []map[string]string
@@ -523,28 +523,36 @@ func (r *reporter) goals() string {
 	}
 	if rows := r.locRows("zipf"); rows != nil {
 		var even float64
-		var best map[string]string
+		var bestHits, bestRate map[string]string
 		for _, row := range rows {
 			if row["algo"] == "even" {
 				even = num(row["calls_per_s"])
 			}
+		}
+		for _, row := range rows {
 			if strings.HasPrefix(row["algo"], "sim-") || row["algo"] == "bench.hash" {
 				continue // reference points, not mserve's algorithms
 			}
-			if best == nil || num(row["hit_rate"]) > num(best["hit_rate"]) {
-				best = row
+			if bestHits == nil || num(row["hit_rate"]) > num(bestHits["hit_rate"]) {
+				bestHits = row
+			}
+			if bestRate == nil || num(row["calls_per_s"]) > num(bestRate["calls_per_s"]) {
+				bestRate = row
 			}
 		}
-		if best != nil {
-			h := num(best["hit_rate"])
-			fmt.Fprintf(&b, "| best locality algorithm ≥ 90 %% hits | %s: %s | %s |\n", best["algo"], pct(h), verdict(h >= 0.9))
-			v := num(best["calls_per_s"]) / even
-			fmt.Fprintf(&b, "| … and ≥ 1.5× even's throughput | %s: %s | %s |\n", best["algo"], ratio(v), verdict(v >= 1.5))
+		if bestHits != nil && even > 0 {
+			// The goal wants both of one algorithm: show the best at each,
+			// with its other figure.
+			for _, best := range []map[string]string{bestHits, bestRate} {
+				h, v := num(best["hit_rate"]), num(best["calls_per_s"])/even
+				fmt.Fprintf(&b, "| best locality algorithm: ≥ 90 %% hits and ≥ 1.5× even's throughput | %s: %s hits, %s | %s |\n",
+					best["algo"], pct(h), ratio(v), verdict(h >= 0.9 && v >= 1.5))
+			}
 		}
 	}
 	if rows := r.locRows("hot"); rows != nil {
 		for _, row := range rows {
-			if row["algo"] != "resume" && row["algo"] != "boundedhash" && row["algo"] != "match" && row["algo"] != "bench.hash" {
+			if row["algo"] != "resume" && row["algo"] != "boundedhash" && row["algo"] != "warm" && row["algo"] != "match" && row["algo"] != "bench.hash" {
 				continue
 			}
 			hi, lo := num(row["max_share"]), num(row["min_share"])
