@@ -1113,6 +1113,16 @@ func TestE2EAlgorithms(t *testing.T) {
 				t.Errorf("match: IBM and MSFT should each keep their own servant: %v", got)
 			}
 		}},
+		// warm keeps each routing string on the servant that ran it.
+		{algo: "warm", syms: []string{"IBM", "MSFT", "GOOG", "IBM", "GOOG", "MSFT", "IBM"}, check: func(t *testing.T, got []string) {
+			home := map[string]string{}
+			for i, sym := range []string{"IBM", "MSFT", "GOOG", "IBM", "GOOG", "MSFT", "IBM"} {
+				if h, ok := home[sym]; ok && h != got[i] {
+					t.Errorf("warm: %s ran on %s, then on %s: %v", sym, h, got[i], got)
+				}
+				home[sym] = got[i]
+			}
+		}},
 		// After a call on s3 with all three in, the next goes to s1.
 		{algo: "even", syms: slices.Repeat([]string{"IBM"}, 4), ready: lastIs("s3", true), want: []string{"s1", "s2", "s3", "s1"}},
 		{algo: "least", syms: slices.Repeat([]string{"IBM"}, 4), ready: lastIs("s3", true), want: []string{"s1", "s2", "s3", "s1"}},
@@ -1164,7 +1174,7 @@ func TestE2EAlgorithms(t *testing.T) {
 		name, flag, value, want string
 		known                   []string
 	}{
-		{"bogus-algo", "-algo", "bogus", `unknown dispatch algorithm "bogus"`, []string{"even", "least", "match", "orig"}},
+		{"bogus-algo", "-algo", "bogus", `unknown dispatch algorithm "bogus"`, []string{"even", "least", "match", "orig", "warm"}},
 		{"bogus-routing", "-routing", "bogus", `"bogus"`, []string{"first", "method", "none"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
