@@ -21,6 +21,7 @@ type Config struct {
 	Routing     string        // routing function name, or an expr expression over the call (default "first")
 	RouteExpire time.Duration // match's routeExpireMs (default 12s)
 	WarmKeys    int           // warm: routing strings remembered per servant (default algo.DefaultWarmKeys)
+	WarmHot     float64       // warm: share of recent calls that makes a routing string hot (default algo.DefaultWarmHot)
 
 	Plugins        []string      // Lua files, folders of them, and plugin binaries providing algorithms and routing functions
 	ScriptBudget   time.Duration // time one scripted decision may take (default 5ms)
@@ -164,5 +165,5 @@ func parseServant(entry string) (ServantSpec, error) {
 
 // algoConfig is what the built-in algorithms read of c.
 func (c Config) algoConfig() algo.Config {
-	return algo.Config{RouteExpire: c.RouteExpire, WarmKeys: c.WarmKeys}
+	return algo.Config{RouteExpire: c.RouteExpire, WarmKeys: c.WarmKeys, WarmHot: c.WarmHot}
 }

@@ -80,6 +80,7 @@ func newDaemonFlags() (*flag.FlagSet, *daemonFlags) {
 	fs.StringVar(&c.Fallback, "fallback", core.DefaultFallback, "built-in algorithm that decides when a script or plugin fails")
 	fs.DurationVar(&c.RouteExpire, "route-expire", algo.DefaultRouteExpire, "match: how long an idle servant keeps its claim on its last routing string")
 	fs.IntVar(&c.WarmKeys, "warm-keys", algo.DefaultWarmKeys, "warm: routing strings remembered per servant, the size of its model of each servant's cache")
+	fs.Float64Var(&c.WarmHot, "warm-hot", algo.DefaultWarmHot, "warm: share of the recent calls that makes a routing string hot, free to spread to more servants")
 	fs.IntVar(&c.SpawnSlots, "slots", 0, "calls each local servant runs at once; 0 lets the servant say (default 1)")
 	fs.Var((*stringList)(&c.SpawnTags), "tags", "comma-separated tags for local servants")
 	fs.DurationVar(&c.Timeout, "timeout", core.DefaultTimeout, "default per-call deadline, queue included; a client may ask for another; negative means none")

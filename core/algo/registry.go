@@ -18,6 +18,9 @@ type Config struct {
 	// WarmKeys is how many routing strings warm remembers per servant
 	// (DefaultWarmKeys when 0).
 	WarmKeys int
+	// WarmHot is the share of recent calls that makes a routing string hot
+	// for warm (DefaultWarmHot when 0).
+	WarmHot float64
 }
 
 // DefaultRouteExpire is the kdb+ mserve_np.q value of routeExpireMs.
@@ -46,8 +49,8 @@ func Builtins() *Registry {
 			Value: func(c Config) (dispatch.Algorithm, error) { return NewMatch(c.RouteExpire), nil }},
 		{Name: "least", Summary: "oldest call to the free servant with the fewest pending calls",
 			Value: func(Config) (dispatch.Algorithm, error) { return &Least{}, nil }},
-		{Name: "warm", Summary: "keep each routing string on servants whose caches (modelled as their last -warm-keys strings) hold it; a busy one keeps at most a slot's worth of calls waiting",
-			Value: func(c Config) (dispatch.Algorithm, error) { return NewWarm(c.WarmKeys), nil }},
+		{Name: "warm", Summary: "keep each routing string on servants whose caches (modelled as their last -warm-keys strings) hold it; only hot strings spread to more servants",
+			Value: func(c Config) (dispatch.Algorithm, error) { return NewWarm(c.WarmKeys, c.WarmHot), nil }},
 	} {
 		e.Source = "builtin"
 		r.MustRegister(e)

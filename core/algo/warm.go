@@ -10,6 +10,10 @@ import (
 // when Config.WarmKeys is 0.
 const DefaultWarmKeys = 64
 
+// DefaultWarmHot is the share of recent calls above which a routing string
+// counts as hot in warm when Config.WarmHot is 0.
+const DefaultWarmHot = 0.02
+
 // DefaultWarmPatience is how long a call waits for a warm servant before
 // warm places it first.
 const DefaultWarmPatience = 50 * time.Millisecond
@@ -18,7 +22,9 @@ const DefaultWarmPatience = 50 * time.Millisecond
 // hold its data. It models each servant's cache as the last Keys distinct
 // routing strings it was given (least recently used first out, as servants'
 // own caches commonly are; match is the case of one string per servant). A
-// servant holds the strings in its model. Each round:
+// servant holds the strings in its model. A routing string is hot when it
+// took at least the share Hot of the last Keys × servants calls. Each
+// round:
 //
 //  1. A call that has waited Patience or longer is placed first, oldest
 //     first: on a free servant that holds its routing string, else on the
@@ -28,19 +34,21 @@ const DefaultWarmPatience = 50 * time.Millisecond
 //     if several free servants hold it), before any call that would be
 //     cold there.
 //  3. Each call left, oldest first, waits for a busy servant that holds
-//     its routing string if fewer calls than that servant has slots
-//     already wait for it; otherwise the free servant with the fewest
-//     pending calls (counting the calls waiting for it) takes it, and from
-//     now on holds its routing string, forgetting its least recently used
-//     one.
+//     its routing string (the one with the fewest calls waiting for it),
+//     unless its string is hot and every holder already has as many
+//     calls waiting as slots; a call that does not wait goes to the free
+//     servant with the fewest pending calls (counting the calls waiting
+//     for it), which from now on holds its routing string, forgetting its
+//     least recently used one.
 //
-// Step 3 lets only a slot's worth of calls queue behind one servant, so a
-// routing string that many calls want spreads over as many servants as it
-// keeps busy, while rarer strings stay where they are warm: a hot key does
-// not flood its servant, and nothing waits for a servant that is down. A
-// servant that rejoins (Used false again) starts cold.
+// So a hot string spreads over as many servants as it keeps busy, while
+// the rest stay where they are warm and never take a second servant's
+// cache space (patience bounds their wait): a hot key does not flood its
+// servant, and nothing waits for a servant that is down. A servant that
+// rejoins (Used false again) starts cold.
 type Warm struct {
 	Keys     int           // routing strings remembered per servant
+	Hot      float64       // share of recent calls that makes a routing string hot
 	Patience time.Duration // a call waiting this long is placed first, warm or not
 
 	caches  map[string]*warmCache   // by servant name
@@ -53,6 +61,12 @@ type Warm struct {
 	waiting []int        // calls waiting for each servant (step 3)
 	next    int          // where the search for the least loaded starts: one past the last chosen
 	free    int          // available servants with a free slot
+
+	// The routing strings of the last Keys × servants calls assigned, and
+	// how many calls each has among them.
+	recent []string
+	head   int
+	counts map[string]int
 }
 
 // warmCache is what warm believes one servant's cache holds.
@@ -64,12 +78,16 @@ type warmCache struct {
 }
 
 // NewWarm returns a Warm remembering keys routing strings per servant
-// (DefaultWarmKeys when keys <= 0).
-func NewWarm(keys int) *Warm {
+// (DefaultWarmKeys when keys <= 0) for which a share hot of the recent
+// calls is hot (DefaultWarmHot when hot <= 0).
+func NewWarm(keys int, hot float64) *Warm {
 	if keys <= 0 {
 		keys = DefaultWarmKeys
 	}
-	return &Warm{Keys: keys, Patience: DefaultWarmPatience, caches: map[string]*warmCache{}, holders: map[string][]*warmCache{}}
+	if hot <= 0 {
+		hot = DefaultWarmHot
+	}
+	return &Warm{Keys: keys, Hot: hot, Patience: DefaultWarmPatience, counts: map[string]int{}, caches: map[string]*warmCache{}, holders: map[string][]*warmCache{}}
 }
 
 // Assign implements dispatch.Algorithm.
@@ -131,22 +149,44 @@ func (w *Warm) freeHolder(c *dispatch.Call, servants []*dispatch.Servant) int {
 	return best
 }
 
-// busyHolder is the busy servant holding c's routing string that can take
-// c once free and has room for another waiting call (fewest waiting
-// first), or -1.
+// busyHolder is the busy servant holding c's routing string that c waits
+// for (step 3: the one with the fewest calls waiting), or -1 when c does
+// not wait.
 func (w *Warm) busyHolder(c *dispatch.Call, servants []*dispatch.Servant) int {
-	best := -1
+	best, hot := -1, w.hot(c.Route)
 	for _, h := range w.holders[c.Route] {
 		si, ok := w.position(h)
 		if !ok {
 			continue
 		}
 		s := servants[si]
-		if s.Available() && s.Serves(c.Method) && w.waiting[si] < s.Slots && (best < 0 || w.waiting[si] < w.waiting[best]) {
+		if s.Available() && s.Serves(c.Method) && (!hot || w.waiting[si] < s.Slots) && (best < 0 || w.waiting[si] < w.waiting[best]) {
 			best = si
 		}
 	}
 	return best
+}
+
+// hot reports whether route took at least the share Hot of the recent
+// calls.
+func (w *Warm) hot(route string) bool {
+	return float64(w.counts[route]) >= w.Hot*float64(len(w.recent))
+}
+
+// count records a call assigned for route among the recent calls.
+func (w *Warm) count(route string) {
+	if size := max(w.Keys*len(w.bySlot), 64); len(w.recent) < size {
+		w.recent = append(w.recent, route)
+	} else {
+		w.head %= len(w.recent)
+		old := w.recent[w.head]
+		if w.counts[old]--; w.counts[old] <= 0 {
+			delete(w.counts, old)
+		}
+		w.recent[w.head] = route
+		w.head++
+	}
+	w.counts[route]++
 }
 
 // leastLoaded is the free servant with the fewest pending calls (ties to
@@ -222,6 +262,7 @@ func (w *Warm) take(ci, si int, c *dispatch.Call, servants []*dispatch.Servant, 
 	if servants[si].Free() == 0 {
 		w.free--
 	}
+	w.count(c.Route)
 	wc := w.bySlot[si]
 	w.tick++
 	if _, ok := wc.last[c.Route]; !ok {

@@ -1,6 +1,7 @@
 package algo
 
 import (
+	"fmt"
 	"slices"
 	"testing"
 
@@ -93,7 +94,7 @@ func TestWarm(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			w := NewWarm(tt.keys)
+			w := NewWarm(tt.keys, 0)
 			ss := views(tt.servants)
 			for _, st := range tt.steps {
 				if st.change != nil {
@@ -125,7 +126,7 @@ func freeFirst(ss []*dispatchServant) { ss[0].InFlight = 0 }
 // TestWarmForgetsServantsThatLeft checks that caches of servants no longer
 // in the list are dropped, with their routing strings.
 func TestWarmForgetsServantsThatLeft(t *testing.T) {
-	w := NewWarm(4)
+	w := NewWarm(4, 0)
 	for i := range 100 {
 		ss := views([]srv{{}})
 		ss[0].Name = "gone" + string(rune('a'+i%26)) + string(rune('a'+i/26))
@@ -139,7 +140,7 @@ func TestWarmForgetsServantsThatLeft(t *testing.T) {
 // TestWarmPatience checks that a call waiting for its busy warm servant
 // stops waiting after Patience and takes a free servant.
 func TestWarmPatience(t *testing.T) {
-	w := NewWarm(4)
+	w := NewWarm(4, 0)
 	ss := views([]srv{{}, {}})
 	assign(w, calls("A"), ss) // s1 holds A and is busy
 	late := calls("A")
@@ -149,5 +150,50 @@ func TestWarmPatience(t *testing.T) {
 	late[0].Arrived = t0.Add(-DefaultWarmPatience)
 	if got, _ := assign(w, late, ss); !slices.Equal(got, []string{"A→s2"}) {
 		t.Fatalf("a call for A that waited %v: %v, want A→s2", DefaultWarmPatience, got)
+	}
+}
+
+// TestWarmOnlyHotStringsSpread checks that a routing string below the hot
+// share waits for its busy servant however many of its calls wait, while a
+// hot one takes a free servant once a slot's worth waits.
+func TestWarmOnlyHotStringsSpread(t *testing.T) {
+	w := NewWarm(100, 0.05)
+	ss := views([]srv{{}, {}})
+	// 200 calls over 100 strings (each 0.5 % of the recent calls), then
+	// K once more and H often enough to be hot.
+	for i := range 200 {
+		freeAll(ss)
+		assign(w, calls(fmt.Sprint("k", i%100)), ss)
+	}
+	freeAll(ss)
+	for range 20 {
+		freeAll(ss)
+		assign(w, calls("H"), ss)
+	}
+	freeAll(ss)
+	if got, _ := assign(w, calls("k7"), ss); len(got) != 1 {
+		t.Fatalf("k7: %v", got)
+	}
+	k7 := ss[0]
+	if ss[1].InFlight == 1 {
+		k7 = ss[1]
+	}
+	for _, s := range ss {
+		s.InFlight = 0
+	}
+	k7.InFlight = 1 // k7's servant is busy, the other free
+	if got, _ := assign(w, calls("k7", "k7", "k7"), ss); len(got) != 0 {
+		t.Errorf("a string that is not hot spread: %v", got)
+	}
+	// H is held by one servant; with that one busy, one H waits for it
+	// and the next takes the other servant.
+	freeAll(ss)
+	got, _ := assign(w, calls("H"), ss)
+	other := "H→s1"
+	if slices.Equal(got, []string{"H→s1"}) {
+		other = "H→s2"
+	}
+	if got, _ := assign(w, calls("H", "H"), ss); !slices.Equal(got, []string{other}) {
+		t.Errorf("hot H with its servant busy: %v, want %v", got, other)
 	}
 }
