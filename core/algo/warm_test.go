@@ -2,8 +2,10 @@ package algo
 
 import (
 	"fmt"
+	"math/rand/v2"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/mserve/mserve/sdk/dispatch"
 )
@@ -195,5 +197,70 @@ func TestWarmOnlyHotStringsSpread(t *testing.T) {
 	}
 	if got, _ := assign(w, calls("H", "H"), ss); !slices.Equal(got, []string{other}) {
 		t.Errorf("hot H with its servant busy: %v, want %v", got, other)
+	}
+}
+
+// TestWarmRandomRounds plays random rounds (servants going down and up,
+// restarting, finishing calls; calls of two functions over a skewed key
+// space) and checks what must hold in every round: warm never makes the
+// plan refuse an assignment, never leaves a free servant idle while a call
+// it serves has waited its patience out, and keeps its model within Keys
+// strings per servant.
+func TestWarmRandomRounds(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	w := NewWarm(8, 0.05)
+	ss := views([]srv{{slots: 2}, {}, {serves: []string{"f"}}, {slots: 3}})
+	var waiting []*dispatch.Call
+	now := t0
+	for round := range 5000 {
+		now = now.Add(time.Duration(rng.IntN(5)) * time.Millisecond)
+		for _, s := range ss {
+			if s.InFlight > 0 && rng.IntN(3) == 0 {
+				s.InFlight--
+			}
+			switch rng.IntN(50) {
+			case 0:
+				s.Healthy = !s.Healthy
+			case 1:
+				s.Used, s.LastRoute = false, "" // restarted
+			}
+		}
+		for range rng.IntN(4) {
+			method := "f"
+			if rng.IntN(4) == 0 {
+				method = "g"
+			}
+			key := fmt.Sprint("k", int(rng.ExpFloat64()*10))
+			waiting = append(waiting, &dispatch.Call{Method: method, Route: key, Arrived: now})
+		}
+		var p dispatch.Plan
+		p.Reset(waiting, ss, now)
+		w.Assign(waiting, ss, &p)
+		if p.Rejected() != 0 {
+			t.Fatalf("round %d: %d assignments refused", round, p.Rejected())
+		}
+		for _, a := range p.Assignments() {
+			ss[a.Servant].Used = true
+		}
+		var left []*dispatch.Call
+		for ci, c := range waiting {
+			if p.Assigned(ci) {
+				continue
+			}
+			if now.Sub(c.Arrived) >= w.Patience {
+				for si, s := range ss {
+					if s.Available() && s.Free() > 0 && s.Serves(c.Method) {
+						t.Fatalf("round %d: call %s (%s) waited %v while s%d was free", round, c.Route, c.Method, now.Sub(c.Arrived), si+1)
+					}
+				}
+			}
+			left = append(left, c)
+		}
+		waiting = left
+		for _, wc := range w.caches {
+			if len(wc.last) > w.Keys {
+				t.Fatalf("round %d: %s remembers %d strings, more than %d", round, wc.name, len(wc.last), w.Keys)
+			}
+		}
 	}
 }
