@@ -160,11 +160,11 @@ func daemonMain(args []string) int {
 	}
 	if err := b.Start(); err != nil {
 		log.Error("cannot start", zap.Error(err))
-		if le := (*core.LaunchError)(nil); errors.As(err, &le) { // a launcher refused or is unreachable: the configuration is wrong
-			fmt.Fprintln(os.Stderr, "mserve:", err)
-			return exitUsage
-		}
-		if de := (*core.DiscoveryError)(nil); errors.As(err, &de) { // etcd unreachable at start: the configuration is wrong
+		// A launcher that refused or cannot be reached, or etcd unreachable
+		// at start: the configuration is wrong.
+		var le *core.LaunchError
+		var de *core.DiscoveryError
+		if errors.As(err, &le) || errors.As(err, &de) {
 			fmt.Fprintln(os.Stderr, "mserve:", err)
 			return exitUsage
 		}

@@ -192,3 +192,28 @@ mserve.route("method", function(call) return call.method end)
 	b.Run("expr/args[0]", func(b *testing.B) { run(b, e, "IBM") })
 	b.Run("builtin/first", func(b *testing.B) { run(b, dispatch.RouterFunc(route.FirstArg), "IBM") })
 }
+
+// TestDecisionReusesTheView checks that a common round (a slot freed, a
+// call for it) builds no tables and boxes no numbers: the servant and call
+// tables are updated in place, so lua.match allocates nothing per round.
+func TestDecisionReusesTheView(t *testing.T) {
+	h, err := NewHost(Config{Files: []string{shippedScript("match.lua")}, Budget: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := NewAlgorithm(h, "lua.match", failFallback(t, "lua.match"))
+	calls, servants := decisionFixture(8)
+	var p dispatch.Plan
+	round := func() {
+		servants[0].InFlight = 0
+		p.Reset(calls, servants, t0)
+		a.Assign(calls, servants, &p)
+		if len(p.Assignments()) != 1 {
+			t.Fatalf("assigned %v", p.Assignments())
+		}
+	}
+	round() // the first round builds the tables
+	if n := testing.AllocsPerRun(200, round); n >= 1 {
+		t.Errorf("a round allocates %.1f times; the view should be reused", n)
+	}
+}

@@ -376,3 +376,51 @@ end)`
 		t.Errorf("wake times %v, want %v", got, want)
 	}
 }
+
+// TestBudgetTimerSpansDecisions checks the budget's timer bookkeeping
+// without waiting for it: the timer stays pending across short decisions,
+// and when it goes off during a later decision with time left it re-arms
+// for that decision instead of stopping it; a decision past its deadline
+// when the timer goes off is stopped, and the budget stays expired.
+func TestBudgetTimerSpansDecisions(t *testing.T) {
+	b := newBudget()
+	defer b.stop()
+	if !b.arm(time.Hour) {
+		t.Fatal("a new budget refused to arm")
+	}
+	first := b.timerAt
+	b.disarm()
+	b.arm(time.Hour)
+	if !b.timerAt.Equal(first) {
+		t.Errorf("the second decision moved the pending timer from %v to %v", first, b.timerAt)
+	}
+	second := b.deadline
+
+	b.fire() // the timer set for the first decision goes off during the second
+	if b.Err() != nil {
+		t.Fatal("a decision with time left was stopped")
+	}
+	if !b.timerAt.Equal(second) {
+		t.Errorf("the timer was re-armed for %v, want the running decision's deadline %v", b.timerAt, second)
+	}
+
+	b.disarm()
+	b.fire() // goes off between decisions: nothing to stop, nothing pending
+	if b.Err() != nil || !b.timerAt.IsZero() {
+		t.Fatalf("a timer going off between decisions: err %v, timer pending until %v", b.Err(), b.timerAt)
+	}
+
+	b.arm(time.Hour)
+	b.mu.Lock()
+	b.deadline = time.Now().Add(-time.Millisecond) // the decision overran
+	b.mu.Unlock()
+	b.fire()
+	select {
+	case <-b.Done():
+	default:
+		t.Fatal("an overrun decision was not stopped")
+	}
+	if b.arm(time.Hour) {
+		t.Error("an expired budget armed again; its state must be replaced")
+	}
+}

@@ -196,10 +196,10 @@ func (st *state) syncServant(t *lua.LTable, sh *shown, v *dispatch.Servant, inde
 		t.RawSetString("tags", tags)
 		sh.tags = slices.Clone(v.Tags)
 	}
+	if full || sh.slots != v.Slots {
+		t.RawSetString("slots", count(v.Slots))
+	}
 	if full || sh.slots != v.Slots || sh.inFlight != v.InFlight {
-		if full || sh.slots != v.Slots {
-			t.RawSetString("slots", count(v.Slots))
-		}
 		t.RawSetString("in_flight", count(v.InFlight))
 		t.RawSetString("free", count(v.Free()))
 		sh.slots, sh.inFlight = v.Slots, v.InFlight
@@ -208,14 +208,12 @@ func (st *state) syncServant(t *lua.LTable, sh *shown, v *dispatch.Servant, inde
 		t.RawSetString("backlog", count(v.Backlog))
 		sh.backlog = v.Backlog
 	}
-	holds := v.Used && v.Available()
-	if !full && (sh.holds != holds || (holds && sh.lastRoute != v.LastRoute)) {
+	// A table never filled holds nothing, so the first sync only adds.
+	if holds := v.Used && v.Available(); sh.holds != holds || (holds && sh.lastRoute != v.LastRoute) {
 		st.hold(sh.holds, sh.lastRoute, -1)
 		st.hold(holds, v.LastRoute, +1)
-	} else if full {
-		st.hold(holds, v.LastRoute, +1)
+		sh.holds = holds
 	}
-	sh.holds = holds
 	if full || sh.used != v.Used || sh.lastRoute != v.LastRoute {
 		t.RawSetString("used", lua.LBool(v.Used))
 		if v.Used {
