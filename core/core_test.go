@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/zap"
+
 	"github.com/mserve/mserve/core/querylog"
 	"github.com/mserve/mserve/sdk/client"
 	"github.com/mserve/mserve/sdk/jsonrpc"
@@ -27,6 +29,13 @@ func startServant(t *testing.T) string {
 	s.MustHandle("fail(x any)", func(context.Context, *servant.Call) (any, error) {
 		return nil, jsonrpc.Errorf(jsonrpc.InternalError, "it failed")
 	})
+	return serveSDK(t, s)
+}
+
+// serveSDK serves s on a free loopback port until the test ends (then shuts
+// it down) and returns its address.
+func serveSDK(t *testing.T, s *servant.Servant) string {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -51,7 +60,14 @@ func startBalancer(t *testing.T, n int, cfg Config) *Balancer {
 	if cfg.Algorithm == "" {
 		cfg.Algorithm = "least"
 	}
-	b, err := New(cfg, nil)
+	return started(t, cfg, nil)
+}
+
+// started makes a Balancer of cfg logging to log, starts it and shuts it
+// down when the test ends.
+func started(t *testing.T, cfg Config, log *zap.Logger) *Balancer {
+	t.Helper()
+	b, err := New(cfg, log)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -13,8 +13,8 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
-	"go.uber.org/zap/zaptest/observer"
 
+	"github.com/mserve/mserve/core/internal/testkit"
 	"github.com/mserve/mserve/sdk/announce"
 	"github.com/mserve/mserve/sdk/announce/etcdtest"
 	"github.com/mserve/mserve/sdk/servant"
@@ -30,17 +30,7 @@ func whoServant(t *testing.T, id string) string {
 		var x any
 		return x, c.Bind(&x)
 	})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go s.Serve(ln)
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		s.Shutdown(ctx)
-	})
-	return ln.Addr().String()
+	return serveSDK(t, s)
 }
 
 // announced runs announce.Run for a servant until the returned function
@@ -169,19 +159,8 @@ func TestEtcdDownLaterKeepsServing(t *testing.T) {
 	srv := etcdtest.Start(t)
 	cli := srv.Client()
 	announced(t, cli, "/down", "w1", whoServant(t, "one"))
-	obs, logs := observer.New(zapcore.InfoLevel)
-	b, err := New(Config{Etcd: []string{srv.Endpoint}, EtcdPrefix: "/down", NativeAddr: "127.0.0.1:0", Algorithm: "least"}, zap.New(obs))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := b.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		b.Shutdown(ctx)
-	})
+	log, logs := testkit.Observed(zapcore.InfoLevel)
+	b := started(t, Config{Etcd: []string{srv.Endpoint}, EtcdPrefix: "/down", NativeAddr: "127.0.0.1:0", Algorithm: "least"}, log)
 	eventually(t, "w1 discovered", func() bool { return healthy(b)["w1"] })
 	c := dial(t, b)
 	srv.Stop()

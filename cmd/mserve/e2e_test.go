@@ -1226,3 +1226,23 @@ func TestE2EBench(t *testing.T) {
 		t.Errorf(`no "added p50" line in:\n%s`, stdout)
 	}
 }
+
+// TestE2EServantsDieWithMserve: local servants do not outlive an mserve
+// killed with SIGKILL (no chance to stop them): each is started to die with
+// its parent.
+func TestE2EServantsDieWithMserve(t *testing.T) {
+	p := startQuickstartMserve(t, 2)
+	p.waitServantsUp("s1", "s2")
+	pids := childPids(p.cmd.Process.Pid)
+	if len(pids) != 2 {
+		t.Fatalf("mserve has children %v, want its 2 servants", pids)
+	}
+	p.mu.Lock()
+	p.stopped = true // killed here, not stopped by the cleanup
+	p.mu.Unlock()
+	if err := p.cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	<-p.done
+	waitGone(t, pids, 5*time.Second)
+}

@@ -184,8 +184,14 @@ func TestLaunchersE2E(t *testing.T) {
 	waitGone(t, pids, 15*time.Second)
 	for _, l := range []*launcherProc{l1, l2} {
 		l.log.waitCount(t, "mserve connection ended; stopping its servants", 1, 5*time.Second, msgIs("mserve connection ended; stopping its servants"))
-		if n := len(childPids(l.cmd.Process.Pid)); n != 0 {
-			t.Errorf("launcher %s still has %d children", l.addr, n)
+		// The servants are gone; the launcher reaps them a moment later.
+		deadline := time.Now().Add(5 * time.Second)
+		for n := len(childPids(l.cmd.Process.Pid)); n != 0; n = len(childPids(l.cmd.Process.Pid)) {
+			if time.Now().After(deadline) {
+				t.Errorf("launcher %s still has %d children 5s after its servants were gone", l.addr, n)
+				break
+			}
+			time.Sleep(20 * time.Millisecond) // poll interval: reaping has no event we can wait on
 		}
 	}
 }

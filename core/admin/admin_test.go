@@ -12,28 +12,11 @@ import (
 	"time"
 
 	"github.com/mserve/mserve/core/engine"
-	"github.com/mserve/mserve/sdk/dispatch"
+	"github.com/mserve/mserve/core/internal/testkit"
 	"github.com/mserve/mserve/sdk/jsonrpc"
-	"github.com/mserve/mserve/sdk/wire"
 )
 
 const failsafe = 10 * time.Second
-
-// transport holds the calls sent to a servant.
-type transport struct{ sent chan *engine.Call }
-
-func (f *transport) Send(c *engine.Call, _ *wire.Flusher) error { f.sent <- c; return nil }
-func (f *transport) Cancel(*engine.Call)                        {}
-
-var firstFree = dispatch.AlgorithmFunc(func(calls []*dispatch.Call, servants []*dispatch.Servant, p *dispatch.Plan) {
-	for i, c := range calls {
-		for j, s := range servants {
-			if p.CanTake(s, c) && p.Assign(i, j) {
-				break
-			}
-		}
-	}
-})
 
 // balancer is a fake Balancer over a real engine: "local" was started by
 // mserve (index 0), "remote" was not (index -1).
@@ -41,7 +24,7 @@ type balancer struct {
 	eng       *engine.Engine
 	local     *engine.Servant
 	remote    *engine.Servant
-	tr        *transport
+	tr        *testkit.Transport // holds the calls sent to a servant
 	reloadErr error
 
 	mu         sync.Mutex
@@ -54,8 +37,8 @@ type balancer struct {
 
 func newBalancer(t *testing.T) *balancer {
 	t.Helper()
-	b := &balancer{tr: &transport{sent: make(chan *engine.Call, 16)}}
-	b.eng = engine.New(engine.Config{Algorithm: firstFree})
+	b := &balancer{tr: &testkit.Transport{Sent: make(chan *engine.Call, 16)}}
+	b.eng = engine.New(engine.Config{Algorithm: testkit.FirstFree})
 	b.local = b.eng.AddServant(engine.ServantSpec{Name: "local"}, b.tr)
 	b.remote = b.eng.AddServant(engine.ServantSpec{Name: "remote"}, b.tr)
 	b.local.Up(engine.Announce{})
@@ -101,7 +84,7 @@ func (b *balancer) busy(t *testing.T) func() {
 	b.eng.Submit(c)
 	var sent *engine.Call
 	select {
-	case sent = <-b.tr.sent:
+	case sent = <-b.tr.Sent:
 	case <-time.After(failsafe):
 		t.Fatal("the call was not sent")
 	}
@@ -212,7 +195,7 @@ func TestDrainWaitsForRunningCalls(t *testing.T) {
 	got := make(chan reply, 1)
 	go func() { got <- do(t, New(b), "POST", "/servants/local/drain?wait=30s") }()
 	// Once the servant is draining the handler is waiting: finish the call.
-	waitFor(t, func() bool { return b.local.View().Draining }, "the servant to drain")
+	testkit.WaitFor(t, func() bool { return b.local.View().Draining }, "the servant to drain")
 	finish()
 	select {
 	case r := <-got:
@@ -233,7 +216,7 @@ func TestDrainMovesWaitingCallsElsewhere(t *testing.T) {
 	do(t, New(b), "POST", "/servants/local/drain")
 	b.remote.Up(engine.Announce{})
 	select {
-	case sent := <-b.tr.sent:
+	case sent := <-b.tr.Sent:
 		if sent != c {
 			t.Error("another call was sent")
 		}
@@ -343,7 +326,7 @@ func TestRestartWaitsForRunningCalls(t *testing.T) {
 	finish := b.busy(t)
 	got := make(chan reply, 1)
 	go func() { got <- do(t, New(b), "POST", "/servants/local/restart") }() // default wait 30s
-	waitFor(t, func() bool { return b.local.View().Draining }, "the servant to drain")
+	testkit.WaitFor(t, func() bool { return b.local.View().Draining }, "the servant to drain")
 	if len(b.restarts()) != 0 {
 		t.Fatal("restarted while a call was running")
 	}
@@ -408,18 +391,4 @@ func TestHandleAddsRoutes(t *testing.T) {
 			t.Errorf("status %d headers %v", r.status, r.header)
 		}
 	})
-}
-
-func waitFor(t *testing.T, cond func() bool, what string) {
-	t.Helper()
-	deadline := time.After(failsafe)
-	tick := time.NewTicker(time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		select {
-		case <-tick.C:
-		case <-deadline:
-			t.Fatalf("timed out waiting for %s", what)
-		}
-	}
 }

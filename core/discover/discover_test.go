@@ -11,10 +11,10 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
 
+	"github.com/mserve/mserve/core/internal/testkit"
 	"github.com/mserve/mserve/sdk/announce/etcdtest"
 )
 
@@ -66,11 +66,7 @@ func (f *fakeTarget) SetAlgorithm(name string) error {
 	if !slices.Contains([]string{"orig", "even", "match", "least"}, name) {
 		return fmt.Errorf("unknown algorithm %q", name)
 	}
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.algo = name
-	f.applied["algo="+name] = time.Now()
-	f.notify()
+	f.apply(&f.algo, "algo", name)
 	return nil
 }
 
@@ -78,12 +74,18 @@ func (f *fakeTarget) SetRouting(spec string) error {
 	if !slices.Contains([]string{"first", "method", "none"}, spec) {
 		return fmt.Errorf("%q is neither a routing function nor an expression", spec)
 	}
+	f.apply(&f.routing, "routing", spec)
+	return nil
+}
+
+// apply sets *setting to value, notes when key=value was applied and
+// notifies the waiters.
+func (f *fakeTarget) apply(setting *string, key, value string) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.routing = spec
-	f.applied["routing="+spec] = time.Now()
+	*setting = value
+	f.applied[key+"="+value] = time.Now()
 	f.notify()
-	return nil
 }
 
 // state describes the target: its servants (name=addr/slots/tags, sorted),
@@ -146,9 +148,9 @@ type running struct {
 // under prefix, with initial settings least/first.
 func startDiscovery(t *testing.T, srv *etcdtest.Server, client *clientv3.Client, prefix string) *running {
 	t.Helper()
-	core, logs := observer.New(zapcore.DebugLevel)
+	log, logs := testkit.Observed(zapcore.DebugLevel)
 	r := &running{target: newFakeTarget(), logs: logs, cli: srv.Client(), prefix: prefix}
-	r.d = New(Config{Client: client, Prefix: prefix, Target: r.target, Algorithm: "least", Routing: "first", Log: zap.New(core)})
+	r.d = New(Config{Client: client, Prefix: prefix, Target: r.target, Algorithm: "least", Routing: "first", Log: log})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if err := r.d.Sync(ctx); err != nil {

@@ -3,8 +3,6 @@ package frontend
 import (
 	"encoding/json"
 	"fmt"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -12,53 +10,24 @@ import (
 
 	"github.com/mserve/mserve/core/allow"
 	"github.com/mserve/mserve/core/engine"
-	"github.com/mserve/mserve/sdk/dispatch"
+	"github.com/mserve/mserve/core/internal/testkit"
 	"github.com/mserve/mserve/sdk/jsonrpc"
 	"github.com/mserve/mserve/sdk/wire"
 )
 
 const failsafe = 10 * time.Second
 
-// transport is an engine.Transport handing sent calls to the test and
+// newTransport returns a transport handing sent calls to the test and
 // noting cancellations.
-type transport struct {
-	sent      chan *engine.Call
-	cancelled chan *engine.Call
+func newTransport() *testkit.Transport {
+	return &testkit.Transport{Sent: make(chan *engine.Call, 2048), Cancelled: make(chan *engine.Call, 2048)}
 }
-
-func newTransport() *transport {
-	return &transport{sent: make(chan *engine.Call, 2048), cancelled: make(chan *engine.Call, 2048)}
-}
-
-func (f *transport) Send(c *engine.Call, _ *wire.Flusher) error { f.sent <- c; return nil }
-func (f *transport) Cancel(c *engine.Call)                      { f.cancelled <- c }
-
-func (f *transport) next(t *testing.T) *engine.Call {
-	t.Helper()
-	select {
-	case c := <-f.sent:
-		return c
-	case <-time.After(failsafe):
-		t.Fatal("nothing sent to the servant")
-		return nil
-	}
-}
-
-var firstFree = dispatch.AlgorithmFunc(func(calls []*dispatch.Call, servants []*dispatch.Servant, p *dispatch.Plan) {
-	for i, c := range calls {
-		for j, s := range servants {
-			if p.CanTake(s, c) && p.Assign(i, j) {
-				break
-			}
-		}
-	}
-})
 
 // rig is a real engine with one servant behind a fake transport.
 type rig struct {
 	eng *engine.Engine
 	s   *engine.Servant
-	tr  *transport
+	tr  *testkit.Transport
 }
 
 // newRig returns an engine whose servant "s1" is up with slots slots (0:
@@ -66,7 +35,7 @@ type rig struct {
 func newRig(t *testing.T, slots int) *rig {
 	t.Helper()
 	r := &rig{tr: newTransport()}
-	r.eng = engine.New(engine.Config{Algorithm: firstFree})
+	r.eng = engine.New(engine.Config{Algorithm: testkit.FirstFree})
 	r.s = r.eng.AddServant(engine.ServantSpec{Name: "s1"}, r.tr)
 	if slots > 0 {
 		r.s.Up(engine.Announce{Slots: slots})
@@ -92,15 +61,7 @@ func gate(t *testing.T) *allow.Gate {
 		"user alice " + allow.HashSecret(aliceSecret) + ": f g",
 		"anonymous: f",
 	}, "\n") + "\n"
-	path := filepath.Join(t.TempDir(), "mserve.allow")
-	if err := os.WriteFile(path, []byte(src), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	g, err := allow.NewGate(path, []string{"s1"}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return g
+	return testkit.Gate(t, src)
 }
 
 // refusal is one call of the Refused hook.
@@ -118,6 +79,19 @@ func (r *refusals) hook(method, user string, e *jsonrpc.Error) {
 	r.mu.Lock()
 	r.got = append(r.got, refusal{method, user, e.Code})
 	r.mu.Unlock()
+}
+
+// front returns a Front (version v1.2.3) over r's engine, whose Refused
+// hook records into the returned refusals, with gate(t) as its Gate when
+// withGate is set.
+func (r *rig) front(t *testing.T, withGate bool) (*Front, *refusals) {
+	t.Helper()
+	rf := &refusals{}
+	fr := &Front{Engine: r.eng, Version: "v1.2.3", Refused: rf.hook}
+	if withGate {
+		fr.Gate = gate(t)
+	}
+	return fr, rf
 }
 
 func (r *refusals) list() []refusal {
@@ -177,16 +151,27 @@ func (o *ownerReplier) Answer(c *engine.Call, a *engine.Answer) {
 
 func (o *ownerReplier) wait(t *testing.T) answered {
 	t.Helper()
-	select {
-	case a := <-o.got:
-		return a
-	case <-time.After(failsafe):
-		t.Fatal("no answer")
-		return answered{}
-	}
+	return testkit.Recv(t, o.got, "no answer")
 }
 
 func newOwner() *ownerReplier { return &ownerReplier{got: make(chan answered, 64)} }
+
+// ownedTracker returns a tracker over eng and its owner replier, which
+// makes the tracker forget each call it is answered (as a connection's
+// replier does).
+func ownedTracker(eng *engine.Engine) (*Tracker, *ownerReplier) {
+	owner := newOwner()
+	tr := NewTracker(eng, owner)
+	owner.tr = tr
+	return tr, owner
+}
+
+// callF returns a call of f with the given id, answered to r.
+func callF(id string, r engine.Replier) *engine.Call {
+	c := &engine.Call{ID: []byte(id), Reply: r}
+	c.Method = "f"
+	return c
+}
 
 func req(id, method, params string, extra ...string) []byte {
 	s := `{"jsonrpc":"2.0"`
@@ -370,11 +355,7 @@ func TestPrepareRequests(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			r := newRig(t, 1)
-			var rf refusals
-			fr := &Front{Engine: r.eng, Version: "v1.2.3", Refused: rf.hook}
-			if tt.gate {
-				fr.Gate = gate(t)
-			}
+			fr, rf := r.front(t, tt.gate)
 			cl := &Client{User: tt.user, Stateful: true}
 			c, resp := fr.Prepare([]byte(tt.body), cl)
 			if (c != nil) != tt.wantCall || (resp != nil) != tt.wantResp {
@@ -492,11 +473,7 @@ func TestControlMethods(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			r := newRig(t, 1)
-			var rf refusals
-			fr := &Front{Engine: r.eng, Version: "v1.2.3", Refused: rf.hook}
-			if tt.gate {
-				fr.Gate = gate(t)
-			}
+			fr, rf := r.front(t, tt.gate)
 			cl := &Client{Tracker: NewTracker(r.eng, nil), Stateful: tt.stateful, Source: "127.0.0.1:5555"}
 			c, resp := fr.Prepare([]byte(tt.body), cl)
 			if c != nil {
@@ -545,9 +522,7 @@ func TestRPCCancelCancelsTheClientsCall(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			r := newRig(t, 0) // nothing runs: the call waits
-			owner := newOwner()
-			tr := NewTracker(r.eng, owner)
-			owner.tr = tr
+			tr, owner := ownedTracker(r.eng)
 			fr := &Front{Engine: r.eng}
 			cl := &Client{Tracker: tr, Stateful: true}
 			c, _ := fr.Prepare(req(`"job-1"`, "f", "[1]"), cl)
@@ -646,7 +621,7 @@ func TestServeBatch(t *testing.T) {
 			resp := serveBatch(t, fr, cl, tt.body, func() {
 				sent := make([]*engine.Call, tt.calls)
 				for i := range sent {
-					sent[i] = r.tr.next(t)
+					sent[i] = r.tr.Next(t)
 				}
 				for i := len(sent) - 1; i >= 0; i-- {
 					r.answer(sent[i], fmt.Sprintf(`"r%s"`, sent[i].Params))
@@ -702,7 +677,7 @@ func TestServeBatchResultsCarryTheServantsAnswer(t *testing.T) {
 	fr := &Front{Engine: r.eng}
 	cl := &Client{Tracker: NewTracker(r.eng, nil)}
 	resp := serveBatch(t, fr, cl, `[`+string(req("1", "f", "[1]"))+`,`+string(req("2", "f", "[2]"))+`]`, func() {
-		a, b := r.tr.next(t), r.tr.next(t)
+		a, b := r.tr.Next(t), r.tr.Next(t)
 		if string(a.Params) != "[1]" || string(b.Params) != "[2]" {
 			t.Fatalf("sent %s then %s, want the batch's order", a.Params, b.Params)
 		}
@@ -760,11 +735,8 @@ func TestServeBatchCallsAreTrackedAndForgotten(t *testing.T) {
 func TestTracker(t *testing.T) {
 	t.Run("Cancel by id answers the waiting call cancelled", func(t *testing.T) {
 		r := newRig(t, 0)
-		owner := newOwner()
-		tr := NewTracker(r.eng, owner)
-		owner.tr = tr
-		c := &engine.Call{ID: []byte("7"), Reply: owner}
-		c.Method = "f"
+		tr, owner := ownedTracker(r.eng)
+		c := callF("7", owner)
 		tr.Submit(c)
 		if tr.Cancel([]byte("8")) {
 			t.Error("Cancel of an unknown id reported true")
@@ -782,13 +754,10 @@ func TestTracker(t *testing.T) {
 	})
 	t.Run("Cancel of a running call answers it and tells the servant", func(t *testing.T) {
 		r := newRig(t, 1)
-		owner := newOwner()
-		tr := NewTracker(r.eng, owner)
-		owner.tr = tr
-		c := &engine.Call{ID: []byte("1"), Reply: owner}
-		c.Method = "f"
+		tr, owner := ownedTracker(r.eng)
+		c := callF("1", owner)
 		tr.Submit(c)
-		sent := r.tr.next(t)
+		sent := r.tr.Next(t)
 		if !tr.Cancel([]byte("1")) {
 			t.Fatal("Cancel = false")
 		}
@@ -796,7 +765,7 @@ func TestTracker(t *testing.T) {
 			t.Errorf("answer %v", a.resp)
 		}
 		select {
-		case x := <-r.tr.cancelled:
+		case x := <-r.tr.Cancelled:
 			if x != sent {
 				t.Error("another call was cancelled on the servant")
 			}
@@ -807,8 +776,7 @@ func TestTracker(t *testing.T) {
 	t.Run("Forget stops tracking", func(t *testing.T) {
 		r := newRig(t, 0)
 		tr := NewTracker(r.eng, newOwner())
-		c := &engine.Call{ID: []byte("1"), Reply: tr.owner}
-		c.Method = "f"
+		c := callF("1", tr.owner)
 		tr.Submit(c)
 		tr.Forget(c)
 		if tr.Cancel([]byte("1")) {
@@ -819,15 +787,13 @@ func TestTracker(t *testing.T) {
 		r := newRig(t, 0)
 		owner := newOwner()
 		tr := NewTracker(r.eng, owner)
-		mine := &engine.Call{ID: []byte("1"), Reply: owner}
-		mine.Method = "f"
+		mine := callF("1", owner)
 		tr.Submit(mine)
 		if mine.Reply != owner {
 			t.Error("the owner's replier was wrapped")
 		}
 		other := newOwner() // e.g. a batch element's replier
-		theirs := &engine.Call{ID: []byte("2"), Reply: other}
-		theirs.Method = "f"
+		theirs := callF("2", other)
 		tr.Submit(theirs)
 		if theirs.Reply == other {
 			t.Error("a foreign replier was not wrapped")
@@ -844,15 +810,11 @@ func TestTracker(t *testing.T) {
 	})
 	t.Run("CancelAll answers every call, queued and running", func(t *testing.T) {
 		r := newRig(t, 1)
-		owner := newOwner()
-		tr := NewTracker(r.eng, owner)
-		owner.tr = tr
+		tr, owner := ownedTracker(r.eng)
 		for i := range 4 {
-			c := &engine.Call{ID: []byte(fmt.Sprint(i)), Reply: owner}
-			c.Method = "f"
-			tr.Submit(c)
+			tr.Submit(callF(fmt.Sprint(i), owner))
 		}
-		r.tr.next(t) // one runs, three wait
+		r.tr.Next(t) // one runs, three wait
 		tr.CancelAll("the client disconnected")
 		ids := map[any]bool{}
 		for range 4 {
@@ -870,16 +832,14 @@ func TestTracker(t *testing.T) {
 		}
 	})
 	t.Run("a call answered at once (overloaded) is not left tracked", func(t *testing.T) {
-		eng := engine.New(engine.Config{Algorithm: firstFree, MaxQueue: 1})
+		eng := engine.New(engine.Config{Algorithm: testkit.FirstFree, MaxQueue: 1})
 		eng.AddServant(engine.ServantSpec{Name: "s1"}, newTransport())
 		tr := NewTracker(eng, nil)
 		first := newOwner()
-		a := &engine.Call{ID: []byte("1"), Reply: first}
-		a.Method = "f"
+		a := callF("1", first)
 		tr.Submit(a) // fills the queue
 		second := newOwner()
-		b := &engine.Call{ID: []byte("2"), Reply: second}
-		b.Method = "f"
+		b := callF("2", second)
 		tr.Submit(b)
 		if ans := second.wait(t); errCode(ans.resp) != jsonrpc.Overloaded {
 			t.Fatalf("answer %v", ans.resp)

@@ -9,8 +9,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -21,7 +19,7 @@ import (
 	"github.com/mserve/mserve/core/connlimit"
 	"github.com/mserve/mserve/core/engine"
 	"github.com/mserve/mserve/core/frontend"
-	"github.com/mserve/mserve/sdk/dispatch"
+	"github.com/mserve/mserve/core/internal/testkit"
 	"github.com/mserve/mserve/sdk/jsonrpc"
 	"github.com/mserve/mserve/sdk/wire"
 )
@@ -32,15 +30,14 @@ const failsafe = 10 * time.Second
 // the result (or an error for method "fail"), unless hold is set, in which
 // case calls are kept for the test.
 type servant struct {
-	s    *engine.Servant
-	hold bool
-	sent chan *engine.Call
+	testkit.Transport // holds the calls; Cancel drops them
+	s                 *engine.Servant
+	hold              bool
 }
 
-func (f *servant) Send(c *engine.Call, _ *wire.Flusher) error {
+func (f *servant) Send(c *engine.Call, fl *wire.Flusher) error {
 	if f.hold {
-		f.sent <- c
-		return nil
+		return f.Transport.Send(c, fl)
 	}
 	go func() {
 		if c.Method == "fail" {
@@ -51,18 +48,6 @@ func (f *servant) Send(c *engine.Call, _ *wire.Flusher) error {
 	}()
 	return nil
 }
-
-func (f *servant) Cancel(*engine.Call) {}
-
-var firstFree = dispatch.AlgorithmFunc(func(calls []*dispatch.Call, servants []*dispatch.Servant, p *dispatch.Plan) {
-	for i, c := range calls {
-		for j, s := range servants {
-			if p.CanTake(s, c) && p.Assign(i, j) {
-				break
-			}
-		}
-	}
-})
 
 type rig struct {
 	eng *engine.Engine
@@ -75,8 +60,8 @@ type rig struct {
 func newRig(t *testing.T, withGate, down bool, maxBody int) *rig {
 	t.Helper()
 	// A servant that is not up holds the calls it gets once it is.
-	r := &rig{sv: &servant{hold: down, sent: make(chan *engine.Call, 64)}}
-	r.eng = engine.New(engine.Config{Algorithm: firstFree})
+	r := &rig{sv: &servant{hold: down, Transport: testkit.Transport{Sent: make(chan *engine.Call, 64)}}}
+	r.eng = engine.New(engine.Config{Algorithm: testkit.FirstFree})
 	r.sv.s = r.eng.AddServant(engine.ServantSpec{Name: "s1"}, r.sv)
 	if !down {
 		r.sv.s.Up(engine.Announce{Slots: 4})
@@ -95,16 +80,7 @@ const aliceSecret = "alice-secret"
 
 func gate(t *testing.T) *allow.Gate {
 	t.Helper()
-	src := "f(x any)\ng(x any)\nuser alice " + allow.HashSecret(aliceSecret) + ": f g\nanonymous: f\n"
-	path := filepath.Join(t.TempDir(), "mserve.allow")
-	if err := os.WriteFile(path, []byte(src), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	g, err := allow.NewGate(path, []string{"s1"}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return g
+	return testkit.Gate(t, "f(x any)\ng(x any)\nuser alice "+allow.HashSecret(aliceSecret)+": f g\nanonymous: f\n")
 }
 
 type reply struct {
@@ -147,13 +123,6 @@ func obj(t *testing.T, b []byte) map[string]any {
 	return m
 }
 
-func code(m map[string]any) float64 {
-	if e, ok := m["error"].(map[string]any); ok {
-		return e["code"].(float64)
-	}
-	return 0
-}
-
 func TestPost(t *testing.T) {
 	tests := []struct {
 		name   string
@@ -187,13 +156,13 @@ func TestPost(t *testing.T) {
 		{name: "a servant's error is 200 with the error object", status: 200,
 			body: `{"jsonrpc":"2.0","id":2,"method":"fail","params":[1]}`,
 			check: func(t *testing.T, r reply) {
-				if m := obj(t, r.body); code(m) != jsonrpc.InternalError || m["id"] != 2.0 {
+				if m := obj(t, r.body); testkit.ErrCode(m) != jsonrpc.InternalError || m["id"] != 2.0 {
 					t.Errorf("response %s", r.body)
 				}
 			}},
 		{name: "a parse error is 200 with the JSON-RPC error", status: 200, body: `{"jsonrpc":`,
 			check: func(t *testing.T, r reply) {
-				if m := obj(t, r.body); code(m) != jsonrpc.ParseError || m["id"] != nil {
+				if m := obj(t, r.body); testkit.ErrCode(m) != jsonrpc.ParseError || m["id"] != nil {
 					t.Errorf("response %s", r.body)
 				}
 			}},
@@ -224,21 +193,21 @@ func TestPost(t *testing.T) {
 			body: `[{"jsonrpc":"2.0","method":"f","params":[1]},{"jsonrpc":"2.0","method":"rpc.ping"}]`},
 		{name: "an empty batch is 200 with one error", status: 200, body: `[]`,
 			check: func(t *testing.T, r reply) {
-				if code(obj(t, r.body)) != jsonrpc.InvalidRequest {
+				if testkit.ErrCode(obj(t, r.body)) != jsonrpc.InvalidRequest {
 					t.Errorf("response %s", r.body)
 				}
 			}},
 		{name: "rpc.hello with credentials in the body is refused over HTTP", status: 200,
 			body: `{"jsonrpc":"2.0","id":1,"method":"rpc.hello","params":{"user":"u","secret":"s"}}`,
 			check: func(t *testing.T, r reply) {
-				if code(obj(t, r.body)) != jsonrpc.InvalidRequest {
+				if testkit.ErrCode(obj(t, r.body)) != jsonrpc.InvalidRequest {
 					t.Errorf("response %s", r.body)
 				}
 			}},
 		{name: "a per-call timeout option is honoured", status: 200,
 			body: `{"jsonrpc":"2.0","id":1,"method":"f","params":[1],"mserve":{"timeout_ms":5000}}`,
 			check: func(t *testing.T, r reply) {
-				if code(obj(t, r.body)) != 0 {
+				if testkit.ErrCode(obj(t, r.body)) != 0 {
 					t.Errorf("response %s", r.body)
 				}
 			}},
@@ -268,7 +237,7 @@ func TestOnlyPostIsAllowed(t *testing.T) {
 			if method == http.MethodHead {
 				return
 			}
-			if m := obj(t, got.body); code(m) != jsonrpc.InvalidRequest || !strings.Contains(m["error"].(map[string]any)["message"].(string), method) {
+			if m := obj(t, got.body); testkit.ErrCode(m) != jsonrpc.InvalidRequest || !strings.Contains(m["error"].(map[string]any)["message"].(string), method) {
 				t.Errorf("body %s", got.body)
 			}
 		})
@@ -299,16 +268,16 @@ func TestBodyLimit(t *testing.T) {
 			}
 			m := obj(t, got.body)
 			if tt.status == 413 {
-				if code(m) != jsonrpc.TooLarge || !strings.Contains(m["error"].(map[string]any)["message"].(string), strconv.Itoa(limit)) {
+				if testkit.ErrCode(m) != jsonrpc.TooLarge || !strings.Contains(m["error"].(map[string]any)["message"].(string), strconv.Itoa(limit)) {
 					t.Errorf("body %s, want code -32008 naming the limit", got.body)
 				}
-			} else if code(m) != 0 {
+			} else if testkit.ErrCode(m) != 0 {
 				t.Errorf("body %s", got.body)
 			}
 		})
 	}
 	t.Run("the default limit applies when none is given", func(t *testing.T) {
-		h := New(&frontend.Front{Engine: engine.New(engine.Config{Algorithm: firstFree})}, 0)
+		h := New(&frontend.Front{Engine: engine.New(engine.Config{Algorithm: testkit.FirstFree})}, 0)
 		if h.maxBody != DefaultMaxBody {
 			t.Errorf("maxBody = %d, want %d", h.maxBody, DefaultMaxBody)
 		}
@@ -352,7 +321,7 @@ func TestAuthorization(t *testing.T) {
 				t.Fatalf("status %d, want %d: %s", got.status, tt.status, got.body)
 			}
 			m := obj(t, got.body)
-			if code(m) != tt.code {
+			if testkit.ErrCode(m) != tt.code {
 				t.Errorf("body %s, want code %v", got.body, tt.code)
 			}
 			www := got.header.Get("WWW-Authenticate")
@@ -392,19 +361,19 @@ func TestClientGoingAwayCancelsItsCalls(t *testing.T) {
 				}
 				errc <- err
 			}()
-			waitFor(t, func() bool { return r.eng.Stats().Queued == tt.calls }, "the calls to be queued")
+			testkit.WaitFor(t, func() bool { return r.eng.Stats().Queued == tt.calls }, "the calls to be queued")
 			cancel()
 			if err := <-errc; !errors.Is(err, context.Canceled) {
 				t.Fatalf("client: %v", err)
 			}
-			waitFor(t, func() bool {
+			testkit.WaitFor(t, func() bool {
 				st := r.eng.Stats()
 				return st.Queued == 0 && st.Cancelled == uint64(tt.calls)
 			}, "the calls to be cancelled")
 			// The servant never receives them.
 			r.sv.s.Up(engine.Announce{})
 			select {
-			case c := <-r.sv.sent:
+			case c := <-r.sv.Sent:
 				t.Errorf("a call of the departed client was sent: %s", c.Params)
 			default:
 			}
@@ -435,7 +404,7 @@ func TestRefuseTooMany(t *testing.T) {
 			t.Errorf("status %d headers %v length %d/%d", resp.StatusCode, resp.Header, resp.ContentLength, len(body))
 		}
 		m := obj(t, body)
-		if code(m) != jsonrpc.Overloaded || !strings.Contains(m["error"].(map[string]any)["message"].(string), "64") || m["id"] != nil {
+		if testkit.ErrCode(m) != jsonrpc.Overloaded || !strings.Contains(m["error"].(map[string]any)["message"].(string), "64") || m["id"] != nil {
 			t.Errorf("body %s", body)
 		}
 	})
@@ -470,7 +439,7 @@ func TestRefuseTooMany(t *testing.T) {
 		if err != nil {
 			t.Fatalf("reading the refusal's body: %v", err)
 		}
-		if resp.StatusCode != 503 || code(obj(t, body)) != jsonrpc.Overloaded {
+		if resp.StatusCode != 503 || testkit.ErrCode(obj(t, body)) != jsonrpc.Overloaded {
 			t.Errorf("status %d body %s", resp.StatusCode, body)
 		}
 	})
@@ -512,18 +481,4 @@ func TestConcurrentRequests(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-}
-
-func waitFor(t *testing.T, cond func() bool, what string) {
-	t.Helper()
-	deadline := time.After(failsafe)
-	tick := time.NewTicker(time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		select {
-		case <-tick.C:
-		case <-deadline:
-			t.Fatalf("timed out waiting for %s", what)
-		}
-	}
 }

@@ -19,6 +19,7 @@ import (
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
 
+	"github.com/mserve/mserve/core/internal/testkit"
 	"github.com/mserve/mserve/core/supervise"
 	"github.com/mserve/mserve/sdk/jsonrpc"
 	"github.com/mserve/mserve/sdk/wire"
@@ -90,8 +91,8 @@ func startAgent(t *testing.T, addr string, cfg AgentConfig) *testAgent {
 	if cfg.Grace == 0 {
 		cfg.Grace = 2 * time.Second
 	}
-	core, logs := observer.New(zapcore.DebugLevel)
-	cfg.Log = zap.New(core)
+	var logs *observer.ObservedLogs
+	cfg.Log, logs = testkit.Observed(zapcore.DebugLevel)
 	a, err := NewAgent(cfg)
 	if err != nil {
 		t.Fatal(err)

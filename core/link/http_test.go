@@ -1,7 +1,6 @@
 package link
 
 import (
-	"context"
 	"errors"
 	"io"
 	"net/http"
@@ -12,11 +11,11 @@ import (
 	"testing"
 	"time"
 
-	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/mserve/mserve/core/engine"
+	"github.com/mserve/mserve/core/internal/testkit"
 	"github.com/mserve/mserve/sdk/jsonrpc"
 	"github.com/mserve/mserve/sdk/wire"
 )
@@ -86,41 +85,21 @@ func (h *httpServant) serve(w http.ResponseWriter, r *http.Request) {
 
 const plainHello = `"error":{"code":-32601,"message":"method not found"}`
 
+// httpLinked is an engine with one HTTPLink.
 type httpLinked struct {
-	eng  *engine.Engine
-	s    *engine.Servant
-	l    *HTTPLink
-	logs *observer.ObservedLogs
+	linkedEngine
+	l *HTTPLink
 }
 
 func runHTTPLink(t *testing.T, cfg Config) *httpLinked {
 	t.Helper()
-	core, logs := observer.New(zapcore.DebugLevel)
-	cfg.Log = zap.New(core)
+	var logs *observer.ObservedLogs
+	cfg.Log, logs = testkit.Observed(zapcore.DebugLevel)
 	if cfg.Name == "" {
 		cfg.Name = "h1"
 	}
-	x := &httpLinked{eng: engine.New(engine.Config{Algorithm: firstFree}), logs: logs}
-	x.l = NewHTTP(cfg)
-	x.s = x.eng.AddServant(engine.ServantSpec{Name: cfg.Name, Addr: cfg.Addr}, x.l)
-	x.l.Attach(x.s)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); x.l.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case <-done:
-		case <-time.After(failsafe):
-			t.Error("Run did not return after its context ended")
-		}
-	})
-	return x
-}
-
-func (x *httpLinked) waitHealthy(t *testing.T, want bool) {
-	t.Helper()
-	waitFor(t, func() bool { return x.eng.Stats().Servants[0].Healthy == want }, "Healthy = "+map[bool]string{true: "true", false: "false"}[want])
+	l := NewHTTP(cfg)
+	return &httpLinked{linkedEngine: runLinked(t, l, engine.ServantSpec{Name: cfg.Name, Addr: cfg.Addr}, logs), l: l}
 }
 
 func TestHTTPLinkHello(t *testing.T) {
@@ -145,11 +124,7 @@ func TestHTTPLinkHello(t *testing.T) {
 			x := runHTTPLink(t, Config{Addr: h.srv.URL, OnHello: func(f []string) { got.Store(&f) }})
 			x.waitHealthy(t, true)
 			v := x.s.View()
-			var fns []string
-			for f := range v.Functions {
-				fns = append(fns, f)
-			}
-			slices.Sort(fns)
+			fns := sortedFunctions(v)
 			if v.Slots != tt.slots || !slices.Equal(v.Tags, tt.tags) || !slices.Equal(fns, tt.functions) || (tt.functions == nil) != (v.Functions == nil) {
 				t.Errorf("view: slots %d tags %v functions %v; want %d %v %v", v.Slots, v.Tags, v.Functions, tt.slots, tt.tags, tt.functions)
 			}
@@ -224,7 +199,7 @@ func TestHTTPLinkCalls(t *testing.T) {
 			rec := newRecorder()
 			x.eng.Submit(newCall(rec, tt.method, tt.params))
 			r := rec.wait(t)
-			if errCode(r.m) != tt.code || (tt.result != nil && r.m["result"] != tt.result) {
+			if testkit.ErrCode(r.m) != tt.code || (tt.result != nil && r.m["result"] != tt.result) {
 				t.Errorf("answer %v", r.m)
 			}
 			if tt.cause != "" && !strings.Contains(r.m["error"].(map[string]any)["message"].(string), tt.cause) {
@@ -255,7 +230,7 @@ func TestHTTPLinkTransportErrors(t *testing.T) {
 				t.Fatalf("out of dispatch after %d failures", i)
 			}
 			x.eng.Submit(newCall(rec, "crash", `[1]`))
-			if r := rec.wait(t); errCode(r.m) != jsonrpc.ServantLost {
+			if r := rec.wait(t); testkit.ErrCode(r.m) != jsonrpc.ServantLost {
 				t.Fatalf("answer %v", r.m)
 			}
 		}
@@ -296,7 +271,7 @@ func TestHTTPLinkTransportErrors(t *testing.T) {
 		waiting := newCall(rec, "echo", `["back"]`)
 		x.eng.Submit(waiting)
 		start := h.pings.Load()
-		waitFor(t, func() bool { return h.pings.Load() >= start+5 }, "five more answered pings")
+		testkit.WaitFor(t, func() bool { return h.pings.Load() >= start+5 }, "five more answered pings")
 		if !x.s.View().Healthy {
 			t.Fatalf("still out of dispatch after %d answered pings", h.pings.Load()-start)
 		}
@@ -334,7 +309,7 @@ func TestHTTPLinkCancelAbandonsTheRequest(t *testing.T) {
 			if tt.abandon != nil {
 				tt.abandon(x, c)
 			}
-			if r := rec.wait(t); errCode(r.m) != tt.code {
+			if r := rec.wait(t); testkit.ErrCode(r.m) != tt.code {
 				t.Errorf("answer %v", r.m)
 			}
 			select {
@@ -344,7 +319,7 @@ func TestHTTPLinkCancelAbandonsTheRequest(t *testing.T) {
 			}
 			// The slot is freed, the abandoned request is not a failure,
 			// and the call is not answered twice.
-			waitFor(t, func() bool { return x.s.View().InFlight == 0 }, "the slot to be freed")
+			testkit.WaitFor(t, func() bool { return x.s.View().InFlight == 0 }, "the slot to be freed")
 			if !x.s.View().Healthy {
 				t.Error("out of dispatch after an abandoned request")
 			}
@@ -359,29 +334,22 @@ func TestHTTPLinkCancelAbandonsTheRequest(t *testing.T) {
 
 func TestHTTPLinkStopsWithItsContext(t *testing.T) {
 	h := startHTTP(t, plainHello)
-	core, _ := observer.New(zapcore.DebugLevel)
-	eng := engine.New(engine.Config{Algorithm: firstFree})
-	l := NewHTTP(Config{Name: "h1", Addr: h.srv.URL, Log: zap.New(core)})
-	s := eng.AddServant(engine.ServantSpec{Name: "h1"}, l)
-	l.Attach(s)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); l.Run(ctx) }()
-	waitFor(t, func() bool { return s.View().Healthy }, "up")
+	log, _ := testkit.Observed(zapcore.DebugLevel)
+	l := NewHTTP(Config{Name: "h1", Addr: h.srv.URL, Log: log})
+	eng, s := attach(l, engine.ServantSpec{Name: "h1"})
+	stop := goRun(l)
+	testkit.WaitFor(t, func() bool { return s.View().Healthy }, "up")
 	rec := newRecorder()
 	c := newCall(rec, "block", `[1]`)
 	eng.Submit(c)
 	<-h.blocked
-	cancel()
-	select {
-	case <-done:
-	case <-time.After(failsafe):
+	if !stop() {
 		t.Fatal("Run did not return")
 	}
 	if s.View().Healthy {
 		t.Error("still healthy after Run ended")
 	}
-	if r := rec.wait(t); errCode(r.m) != jsonrpc.ServantLost {
+	if r := rec.wait(t); testkit.ErrCode(r.m) != jsonrpc.ServantLost {
 		t.Errorf("the running call got %v", r.m)
 	}
 	if err := l.Send(newCall(rec, "echo", "[1]"), nil); !errors.Is(err, ErrDown) {

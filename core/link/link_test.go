@@ -17,6 +17,7 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/mserve/mserve/core/engine"
+	"github.com/mserve/mserve/core/internal/testkit"
 	"github.com/mserve/mserve/sdk/dispatch"
 	"github.com/mserve/mserve/sdk/freeport"
 	"github.com/mserve/mserve/sdk/jsonrpc"
@@ -25,16 +26,6 @@ import (
 )
 
 const failsafe = 10 * time.Second
-
-var firstFree = dispatch.AlgorithmFunc(func(calls []*dispatch.Call, servants []*dispatch.Servant, p *dispatch.Plan) {
-	for i, c := range calls {
-		for j, s := range servants {
-			if p.CanTake(s, c) && p.Assign(i, j) {
-				break
-			}
-		}
-	}
-})
 
 // recorder collects engine answers.
 type recorder struct{ got chan result }
@@ -55,20 +46,7 @@ func (r *recorder) Answer(c *engine.Call, a *engine.Answer) {
 
 func (r *recorder) wait(t *testing.T) result {
 	t.Helper()
-	select {
-	case x := <-r.got:
-		return x
-	case <-time.After(failsafe):
-		t.Fatal("no answer")
-		return result{}
-	}
-}
-
-func errCode(m map[string]any) float64 {
-	if e, ok := m["error"].(map[string]any); ok {
-		return e["code"].(float64)
-	}
-	return 0
+	return testkit.Recv(t, r.got, "no answer")
 }
 
 func newCall(r engine.Replier, method, params string) *engine.Call {
@@ -152,57 +130,102 @@ func (sv *sdkServant) stop(t *testing.T, abrupt bool) {
 	})
 }
 
-// linked is an engine with one native Link.
-type linked struct {
-	eng  *engine.Engine
-	s    *engine.Servant
-	l    *Link
-	logs *observer.ObservedLogs
+// runner is what Link and HTTPLink have in common: an engine transport
+// that is attached to its servant and runs until its context ends.
+type runner interface {
+	engine.Transport
+	Attach(s *engine.Servant)
+	Run(ctx context.Context)
 }
 
-func runLink(t *testing.T, cfg Config, spec engine.ServantSpec) *linked {
-	t.Helper()
-	core, logs := observer.New(zapcore.DebugLevel)
-	cfg.Log = zap.New(core)
-	x := &linked{eng: engine.New(engine.Config{Algorithm: firstFree}), logs: logs}
-	x.l = New(cfg)
-	x.s = x.eng.AddServant(spec, x.l)
-	x.l.Attach(x.s)
+// attach adds a servant with spec over l to a new engine and attaches l
+// to it.
+func attach(l runner, spec engine.ServantSpec) (*engine.Engine, *engine.Servant) {
+	eng := engine.New(engine.Config{Algorithm: testkit.FirstFree})
+	s := eng.AddServant(spec, l)
+	l.Attach(s)
+	return eng, s
+}
+
+// goRun runs l until stop is called; stop ends Run's context and reports
+// whether Run returned within failsafe.
+func goRun(l runner) (stop func() bool) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
-	go func() { defer close(done); x.l.Run(ctx) }()
-	t.Cleanup(func() {
+	go func() { defer close(done); l.Run(ctx) }()
+	return func() bool {
 		cancel()
 		select {
 		case <-done:
+			return true
 		case <-time.After(failsafe):
+			return false
+		}
+	}
+}
+
+// linkedEngine is an engine whose one servant is reached through a link,
+// and what that link logged.
+type linkedEngine struct {
+	eng  *engine.Engine
+	s    *engine.Servant
+	logs *observer.ObservedLogs
+}
+
+// runLinked attaches l to a new engine's servant with spec and runs it
+// until the test ends, failing the test if Run does not return then.
+func runLinked(t *testing.T, l runner, spec engine.ServantSpec, logs *observer.ObservedLogs) linkedEngine {
+	t.Helper()
+	x := linkedEngine{logs: logs}
+	x.eng, x.s = attach(l, spec)
+	stop := goRun(l)
+	t.Cleanup(func() {
+		if !stop() {
 			t.Error("Run did not return after its context ended")
 		}
 	})
 	return x
 }
 
-func (x *linked) view() dispatch.Servant { return x.s.View() }
-
-func waitFor(t *testing.T, cond func() bool, what string) {
-	t.Helper()
-	deadline := time.After(failsafe)
-	tick := time.NewTicker(time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		select {
-		case <-tick.C:
-		case <-deadline:
-			t.Fatalf("timed out waiting for %s", what)
-		}
-	}
-}
-
 // waitHealthy waits until the engine's Stats show the servant's Healthy
 // as want.
-func (x *linked) waitHealthy(t *testing.T, want bool) {
+func (x *linkedEngine) waitHealthy(t *testing.T, want bool) {
 	t.Helper()
-	waitFor(t, func() bool { return x.eng.Stats().Servants[0].Healthy == want }, "Healthy = "+map[bool]string{true: "true", false: "false"}[want])
+	testkit.WaitFor(t, func() bool { return x.eng.Stats().Servants[0].Healthy == want }, "Healthy = "+map[bool]string{true: "true", false: "false"}[want])
+}
+
+// linked is an engine with one native Link.
+type linked struct {
+	linkedEngine
+	l *Link
+}
+
+func runLink(t *testing.T, cfg Config, spec engine.ServantSpec) *linked {
+	t.Helper()
+	var logs *observer.ObservedLogs
+	cfg.Log, logs = testkit.Observed(zapcore.DebugLevel)
+	l := New(cfg)
+	return &linked{linkedEngine: runLinked(t, l, spec, logs), l: l}
+}
+
+func (x *linked) view() dispatch.Servant { return x.s.View() }
+
+// dialError waits until the link has logged n failed dials and returns
+// the error of the first.
+func (x *linked) dialError(t *testing.T, n int, what string) string {
+	t.Helper()
+	testkit.WaitFor(t, func() bool { return x.logs.FilterMessage("dial failed").Len() >= n }, what)
+	return x.logs.FilterMessage("dial failed").All()[0].ContextMap()["error"].(string)
+}
+
+// sortedFunctions returns the names of the functions v serves, sorted.
+func sortedFunctions(v dispatch.Servant) []string {
+	var fns []string
+	for f := range v.Functions {
+		fns = append(fns, f)
+	}
+	slices.Sort(fns)
+	return fns
 }
 
 func TestLinkHelloAnnouncesTheServant(t *testing.T) {
@@ -230,12 +253,7 @@ func TestLinkHelloAnnouncesTheServant(t *testing.T) {
 			if v.Slots != tt.slots || !slices.Equal(v.Tags, tt.tags) {
 				t.Errorf("view: slots %d tags %v; want %d %v", v.Slots, v.Tags, tt.slots, tt.tags)
 			}
-			var fns []string
-			for f := range v.Functions {
-				fns = append(fns, f)
-			}
-			slices.Sort(fns)
-			if !slices.Equal(fns, tt.functions) {
+			if fns := sortedFunctions(v); !slices.Equal(fns, tt.functions) {
 				t.Errorf("functions %v, want %v", fns, tt.functions)
 			}
 			decls := sv.s.Declarations()
@@ -269,12 +287,12 @@ func TestLinkCallsAreAnswered(t *testing.T) {
 			}
 		}},
 		{"the servant's error", "echo", `[1,2]`, func(t *testing.T, r result) {
-			if errCode(r.m) != jsonrpc.InvalidParams {
+			if testkit.ErrCode(r.m) != jsonrpc.InvalidParams {
 				t.Errorf("answer %v", r.m)
 			}
 		}},
 		{"a function the servant does not serve is refused before sending", "nope", `[1]`, func(t *testing.T, r result) {
-			if errCode(r.m) != jsonrpc.MethodNotFound || r.a.Servant != "" {
+			if testkit.ErrCode(r.m) != jsonrpc.MethodNotFound || r.a.Servant != "" {
 				t.Errorf("answer %v", r.m)
 			}
 		}},
@@ -291,7 +309,7 @@ func TestLinkCallsAreAnswered(t *testing.T) {
 			x.eng.Submit(newCall(rec, "echo", `[`+strings.Repeat("1", i%5+1)+`]`))
 		}
 		for range n {
-			if r := rec.wait(t); errCode(r.m) != 0 {
+			if r := rec.wait(t); testkit.ErrCode(r.m) != 0 {
 				t.Errorf("answer %v", r.m)
 			}
 		}
@@ -316,7 +334,7 @@ func TestLinkServantGoingAwayAndComingBack(t *testing.T) {
 	// The servant closes its connection with the call running.
 	sv.stop(t, true)
 	r := rec.wait(t)
-	if r.c != running || errCode(r.m) != jsonrpc.ServantLost || !strings.Contains(r.m["error"].(map[string]any)["message"].(string), "servant lost") {
+	if r.c != running || testkit.ErrCode(r.m) != jsonrpc.ServantLost || !strings.Contains(r.m["error"].(map[string]any)["message"].(string), "servant lost") {
 		t.Fatalf("the running call was answered %v", r.m)
 	}
 	x.waitHealthy(t, false)
@@ -343,7 +361,7 @@ func TestLinkKickDialsAtOnce(t *testing.T) {
 	// Backoff so long that only Kick can make the link dial again.
 	x := runLink(t, Config{Name: "s1", Addr: addr, MinBackoff: time.Hour, MaxBackoff: time.Hour},
 		engine.ServantSpec{Name: "s1", Addr: addr})
-	waitFor(t, func() bool { return x.logs.FilterMessage("dial failed").Len() > 0 }, "a failed dial")
+	testkit.WaitFor(t, func() bool { return x.logs.FilterMessage("dial failed").Len() > 0 }, "a failed dial")
 	startServant(t, listen(t, addr))
 	x.l.Kick()
 	x.waitHealthy(t, true)
@@ -377,9 +395,7 @@ func TestLinkSecret(t *testing.T) {
 				x.waitHealthy(t, true)
 				return
 			}
-			waitFor(t, func() bool { return x.logs.FilterMessage("dial failed").Len() >= 3 }, "failed hellos")
-			entry := x.logs.FilterMessage("dial failed").All()[0]
-			if err := entry.ContextMap()["error"]; !strings.Contains(err.(string), "unauthorized") {
+			if err := x.dialError(t, 3, "failed hellos"); !strings.Contains(err, "unauthorized") {
 				t.Errorf("dial failed with %v, want the servant's refusal", err)
 			}
 			if x.view().Healthy {
@@ -484,13 +500,7 @@ func (f *fakeServant) serve(c net.Conn) {
 
 func (f *fakeServant) next(t *testing.T) fakeCall {
 	t.Helper()
-	select {
-	case c := <-f.calls:
-		return c
-	case <-time.After(failsafe):
-		t.Fatal("no call reached the fake servant")
-		return fakeCall{}
-	}
+	return testkit.Recv(t, f.calls, "no call reached the fake servant")
 }
 
 const okHello = `{"protocol":1,"slots":2}`
@@ -503,7 +513,7 @@ func TestLinkHealthChecks(t *testing.T) {
 		engine.ServantSpec{Name: "s1", Addr: f.ln.Addr().String()})
 	// Up at first: a fresh connection is healthy until checks say
 	// otherwise…
-	waitFor(t, func() bool { return x.logs.FilterMessage("servant up").Len() > 0 }, "the link to be up")
+	testkit.WaitFor(t, func() bool { return x.logs.FilterMessage("servant up").Len() > 0 }, "the link to be up")
 	// …then out of dispatch after HealthFall missed pings.
 	x.waitHealthy(t, false)
 	if e := x.logs.FilterMessage("servant fails health checks; out of dispatch until it answers").All(); len(e) != 1 ||
@@ -551,7 +561,7 @@ func TestLinkProtocolViolationsTakeTheServantDown(t *testing.T) {
 			fc := f.next(t)
 			writeFrame(fc.conn, tt.reply(fc))
 			r := rec.wait(t)
-			if errCode(r.m) != jsonrpc.ServantLost || !strings.Contains(r.m["error"].(map[string]any)["message"].(string), tt.cause) {
+			if testkit.ErrCode(r.m) != jsonrpc.ServantLost || !strings.Contains(r.m["error"].(map[string]any)["message"].(string), tt.cause) {
 				t.Errorf("the pending call was answered %v, want servant lost naming %q", r.m, tt.cause)
 			}
 			// The link reported the servant down (it redials at once, so
@@ -593,8 +603,7 @@ func TestLinkRefusesAnotherProtocolVersion(t *testing.T) {
 	f := startFake(t, `{"protocol":2}`)
 	x := runLink(t, Config{Name: "s1", Addr: f.ln.Addr().String(), MinBackoff: time.Millisecond, MaxBackoff: 5 * time.Millisecond},
 		engine.ServantSpec{Name: "s1", Addr: f.ln.Addr().String()})
-	waitFor(t, func() bool { return x.logs.FilterMessage("dial failed").Len() > 0 }, "a refused hello")
-	if err := x.logs.FilterMessage("dial failed").All()[0].ContextMap()["error"].(string); !strings.Contains(err, "protocol 2") {
+	if err := x.dialError(t, 1, "a refused hello"); !strings.Contains(err, "protocol 2") {
 		t.Errorf("error %q", err)
 	}
 	if x.view().Healthy {
@@ -611,7 +620,7 @@ func TestLinkCancelSendsRPCCancel(t *testing.T) {
 	c.Timeout = 20 * time.Millisecond
 	x.eng.Submit(c)
 	fc := f.next(t)
-	if r := rec.wait(t); errCode(r.m) != jsonrpc.Timeout {
+	if r := rec.wait(t); testkit.ErrCode(r.m) != jsonrpc.Timeout {
 		t.Fatalf("answer %v", r.m)
 	}
 	// The servant is told, with the id the link gave the call.
@@ -625,7 +634,7 @@ func TestLinkCancelSendsRPCCancel(t *testing.T) {
 	}
 	// The late answer frees the slot and is not answered twice.
 	writeFrame(fc.conn, `{"jsonrpc":"2.0","id":`+fc.id+`,"result":"late"}`)
-	waitFor(t, func() bool { return x.view().InFlight == 0 }, "the slot to be freed")
+	testkit.WaitFor(t, func() bool { return x.view().InFlight == 0 }, "the slot to be freed")
 	select {
 	case r := <-rec.got:
 		t.Errorf("answered twice: %v", r.m)
@@ -635,26 +644,19 @@ func TestLinkCancelSendsRPCCancel(t *testing.T) {
 
 func TestLinkStopsWithItsContext(t *testing.T) {
 	f := startFake(t, okHello)
-	core, logs := observer.New(zapcore.DebugLevel)
-	eng := engine.New(engine.Config{Algorithm: firstFree})
-	l := New(Config{Name: "s1", Addr: f.ln.Addr().String(), Log: zap.New(core)})
-	s := eng.AddServant(engine.ServantSpec{Name: "s1"}, l)
-	l.Attach(s)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); l.Run(ctx) }()
-	waitFor(t, func() bool { return s.View().Healthy }, "up")
+	log, logs := testkit.Observed(zapcore.DebugLevel)
+	l := New(Config{Name: "s1", Addr: f.ln.Addr().String(), Log: log})
+	eng, s := attach(l, engine.ServantSpec{Name: "s1"})
+	stop := goRun(l)
+	testkit.WaitFor(t, func() bool { return s.View().Healthy }, "up")
 	rec := newRecorder()
 	eng.Submit(newCall(rec, "f", `[1]`))
 	f.next(t)
-	cancel()
-	select {
-	case <-done:
-	case <-time.After(failsafe):
+	if !stop() {
 		t.Fatal("Run did not return")
 	}
 	r := rec.wait(t)
-	if errCode(r.m) != jsonrpc.ServantLost || !strings.Contains(r.m["error"].(map[string]any)["message"].(string), "mserve is stopping") {
+	if testkit.ErrCode(r.m) != jsonrpc.ServantLost || !strings.Contains(r.m["error"].(map[string]any)["message"].(string), "mserve is stopping") {
 		t.Errorf("answer %v", r.m)
 	}
 	if logs.FilterMessage("servant link closed").Len() != 1 {
@@ -675,7 +677,7 @@ func TestLinkRedialsWithBackoffAfterAConnectionDrops(t *testing.T) {
 	const backoff = 20 * time.Millisecond
 	x := runLink(t, Config{Name: "s1", Addr: f.ln.Addr().String(), MinBackoff: backoff, MaxBackoff: backoff},
 		engine.ServantSpec{Name: "s1", Addr: f.ln.Addr().String()})
-	waitFor(t, func() bool { return f.accepts.Load() >= 1 }, "a first connection")
+	testkit.WaitFor(t, func() bool { return f.accepts.Load() >= 1 }, "a first connection")
 	const window = 300 * time.Millisecond
 	start := f.accepts.Load()
 	t0 := time.Now()
@@ -710,9 +712,7 @@ func TestLinkSameName(t *testing.T) {
 				x.waitHealthy(t, true)
 				return
 			}
-			waitFor(t, func() bool { return x.logs.FilterMessage("dial failed").Len() >= 2 }, "failed hellos")
-			err := x.logs.FilterMessage("dial failed").All()[0].ContextMap()["error"].(string)
-			if !strings.Contains(err, `says it is "s2", not "s1"`) {
+			if err := x.dialError(t, 2, "failed hellos"); !strings.Contains(err, `says it is "s2", not "s1"`) {
 				t.Errorf("dial failed with %q, want it to name both", err)
 			}
 			if x.view().Healthy {

@@ -10,10 +10,10 @@ import (
 	"testing"
 	"time"
 
-	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
 
+	"github.com/mserve/mserve/core/internal/testkit"
 	"github.com/mserve/mserve/sdk/dispatch"
 	"github.com/mserve/mserve/sdk/plugin"
 )
@@ -132,9 +132,9 @@ func TestStartRefusesWhatIsNotAPlugin(t *testing.T) {
 // process's real stderr, the standard log package and hclog — ends up in
 // mserve's log, tagged with the plugin's name.
 func TestPluginOutputReachesTheLog(t *testing.T) {
-	core, logs := observer.New(zapcore.DebugLevel)
+	log, logs := testkit.Observed(zapcore.DebugLevel)
 	path := wrap(t, testPluginBin, "chatty", "TESTPLUGIN_MODE=log")
-	h := startHost(t, Config{Path: path, Log: zap.New(core)})
+	h := startHost(t, Config{Path: path, Log: log})
 	r := NewRouter(h, "testroute", dispatch.RouterFunc(func(*dispatch.Call) (string, error) { return "fallback", nil }))
 	if got, err := r.Route(&dispatch.Call{Method: "f"}); err != nil || got != "logged" {
 		t.Fatalf("Route = %q, %v", got, err)
@@ -237,9 +237,9 @@ func (fixedAlgorithm) Assign([]*dispatch.Call, []*dispatch.Servant, *dispatch.Pl
 // TestPluginPanicIsLogged: a plugin that panics has its panic message and
 // stack in mserve's log as errors, tagged with its name.
 func TestPluginPanicIsLogged(t *testing.T) {
-	core, logs := observer.New(zapcore.DebugLevel)
+	log, logs := testkit.Observed(zapcore.DebugLevel)
 	path := wrap(t, testPluginBin, "panicky", "TESTPLUGIN_MODE=panic-after-0")
-	h := startHost(t, Config{Path: path, Log: zap.New(core), Deadline: 5 * time.Second})
+	h := startHost(t, Config{Path: path, Log: log, Deadline: 5 * time.Second})
 	pid := h.pid()
 	a := NewAlgorithm(h, "least", 0, fixedAlgorithm{})
 	servants := []*dispatch.Servant{{Name: "s1", Slots: 1, Healthy: true}}
@@ -272,10 +272,10 @@ func TestPluginPanicIsLogged(t *testing.T) {
 // with exponential backoff up to MaxBackoff; once it can, the plugin is
 // back.
 func TestRestartBackoff(t *testing.T) {
-	core, logs := observer.New(zapcore.DebugLevel)
+	log, logs := testkit.Observed(zapcore.DebugLevel)
 	ctl := newControl(t, "")
 	path := wrap(t, testPluginBin, "flaky", ctl.env())
-	h := startHost(t, Config{Path: path, Log: zap.New(core), MinBackoff: 10 * time.Millisecond, MaxBackoff: 80 * time.Millisecond})
+	h := startHost(t, Config{Path: path, Log: log, MinBackoff: 10 * time.Millisecond, MaxBackoff: 80 * time.Millisecond})
 	ctl.set(t, "empty")
 	pid := h.pid()
 	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {

@@ -16,9 +16,8 @@ import (
 	"time"
 
 	"github.com/mserve/mserve/core/engine"
-	"github.com/mserve/mserve/sdk/dispatch"
+	"github.com/mserve/mserve/core/internal/testkit"
 	"github.com/mserve/mserve/sdk/jsonrpc"
-	"github.com/mserve/mserve/sdk/wire"
 )
 
 const failsafe = 10 * time.Second
@@ -30,43 +29,13 @@ func (c *clock) now() time.Time      { return time.Unix(0, c.ns.Load()) }
 func (c *clock) set(t time.Time)     { c.ns.Store(t.UnixNano()) }
 func (c *clock) add(d time.Duration) { c.ns.Add(int64(d)) }
 
-// transport is an engine.Transport handing sent calls to the test.
-type transport struct {
-	sent chan *engine.Call
-}
-
-func (f *transport) Send(c *engine.Call, _ *wire.Flusher) error { f.sent <- c; return nil }
-func (f *transport) Cancel(*engine.Call)                        {}
-
-func (f *transport) next(t *testing.T) *engine.Call {
-	t.Helper()
-	select {
-	case c := <-f.sent:
-		return c
-	case <-time.After(failsafe):
-		t.Fatal("nothing sent")
-		return nil
-	}
-}
-
-// firstFree sends each waiting call to the first servant that can take it.
-var firstFree = dispatch.AlgorithmFunc(func(calls []*dispatch.Call, servants []*dispatch.Servant, p *dispatch.Plan) {
-	for i, c := range calls {
-		for j, s := range servants {
-			if p.CanTake(s, c) && p.Assign(i, j) {
-				break
-			}
-		}
-	}
-})
-
 // rig is an engine recording into a Log, with one servant "s1" (not up
 // until the test says so) and a settable clock.
 type rig struct {
 	log   *Log
 	eng   *engine.Engine
 	s     *engine.Servant
-	tr    *transport
+	tr    *testkit.Transport // hands sent calls to the test
 	clock *clock
 }
 
@@ -77,9 +46,9 @@ func newRig(t *testing.T, size int, path string, timeout time.Duration) *rig {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { l.Close() })
-	r := &rig{log: l, tr: &transport{sent: make(chan *engine.Call, 64)}, clock: &clock{}}
+	r := &rig{log: l, tr: &testkit.Transport{Sent: make(chan *engine.Call, 64)}, clock: &clock{}}
 	r.clock.set(time.Unix(1_700_000_000, 0))
-	r.eng = engine.New(engine.Config{Algorithm: firstFree, Record: l.Record, Now: r.clock.now, Timeout: timeout})
+	r.eng = engine.New(engine.Config{Algorithm: testkit.FirstFree, Record: l.Record, Now: r.clock.now, Timeout: timeout})
 	r.s = r.eng.AddServant(engine.ServantSpec{Name: "s1", Addr: "127.0.0.1:7001"}, r.tr)
 	return r
 }
@@ -97,11 +66,7 @@ func (w waiter) Answer(_ *engine.Call, a *engine.Answer) { w <- a }
 
 func (w waiter) wait(t *testing.T) {
 	t.Helper()
-	select {
-	case <-w:
-	case <-time.After(failsafe):
-		t.Fatal("no answer")
-	}
+	testkit.Recv(t, w, "no answer")
 }
 
 func TestRecordFillsTheEntry(t *testing.T) {
@@ -146,7 +111,7 @@ func TestRecordFillsTheEntry(t *testing.T) {
 			r.eng.Submit(c) // waits: the servant is not up
 			r.clock.add(3 * time.Millisecond)
 			r.s.Up(engine.Announce{})
-			sent := r.tr.next(t)
+			sent := r.tr.Next(t)
 			r.clock.add(5 * time.Millisecond)
 			tt.finish(r, sent)
 			w.wait(t)
@@ -196,7 +161,7 @@ func TestIDsAreTheEngineSequence(t *testing.T) {
 		c := newCall("f", "", "")
 		c.Reply = w
 		r.eng.Submit(c)
-		r.s.Done(r.tr.next(t), &jsonrpc.Response{Result: []byte(`1`)}, nil)
+		r.s.Done(r.tr.Next(t), &jsonrpc.Response{Result: []byte(`1`)}, nil)
 		w.wait(t)
 	}
 	var ids []uint64

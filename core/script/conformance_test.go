@@ -16,6 +16,7 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/mserve/mserve/core/algo"
+	"github.com/mserve/mserve/core/internal/testkit"
 	"github.com/mserve/mserve/sdk/dispatch"
 )
 
@@ -607,7 +608,7 @@ func TestConformance(t *testing.T) {
 			Conformance(t, func(t *testing.T) dispatch.Algorithm { return builtin(t, name, expire) })
 		})
 	}
-	log, logs := observed(zapcore.WarnLevel)
+	log, logs := testkit.Observed(zapcore.WarnLevel)
 	h := newHost(t, Config{
 		Files: []string{shippedScript("orig.lua"), shippedScript("even.lua"), shippedScript("match.lua"),
 			shippedScript("tiered.lua"), shippedScript("canary.lua")},

@@ -14,8 +14,6 @@ import (
 	"testing"
 	"time"
 
-	"go.uber.org/zap"
-	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/mserve/mserve/core/algo"
@@ -151,12 +149,6 @@ func newHost(t testing.TB, cfg Config) *Host {
 		t.Fatalf("NewHost: %v", err)
 	}
 	return h
-}
-
-// observed returns a logger that keeps its entries at level and above.
-func observed(level zapcore.Level) (*zap.Logger, *observer.ObservedLogs) {
-	core, logs := observer.New(level)
-	return zap.New(core), logs
 }
 
 // fieldString returns the string form of a logged entry's field, or "".

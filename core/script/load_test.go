@@ -14,6 +14,7 @@ import (
 
 	"go.uber.org/zap/zapcore"
 
+	"github.com/mserve/mserve/core/internal/testkit"
 	"github.com/mserve/mserve/sdk/dispatch"
 )
 
@@ -125,7 +126,7 @@ func TestLoadErrorLine(t *testing.T) {
 func TestReloadKeepsLastGoodVersion(t *testing.T) {
 	dir := t.TempDir()
 	p := writeScript(t, dir, "r.lua", routeSrc("r", "v1"))
-	log, logs := observed(zapcore.InfoLevel)
+	log, logs := testkit.Observed(zapcore.InfoLevel)
 	h := newHost(t, Config{Files: []string{p}, Log: log})
 	router := NewRouter(h, "r", &fixedRouter{route: "fallback"})
 	route := func() string {
@@ -190,7 +191,7 @@ func TestReloadRemovesAndAddsFiles(t *testing.T) {
 	a := writeScript(t, dir, "a.lua", routeSrc("ra", "A")+
 		`mserve.algorithm("algo.a", function(calls, servants, plan) for i = 1, #calls do if plan.can_take(2, i) then plan.assign(i, 2) end end end)`+"\n")
 	writeScript(t, dir, "b.lua", routeSrc("rb", "B"))
-	log, logs := observed(zapcore.InfoLevel)
+	log, logs := testkit.Observed(zapcore.InfoLevel)
 	files, _, err := LuaFiles([]string{dir}, true)
 	if err != nil {
 		t.Fatal(err)
@@ -279,7 +280,7 @@ func TestDuplicateNames(t *testing.T) {
 	t.Run("at reload, the new script is ignored", func(t *testing.T) {
 		dir := t.TempDir()
 		writeScript(t, dir, "a.lua", routeSrc("r", "A"))
-		log, logs := observed(zapcore.InfoLevel)
+		log, logs := testkit.Observed(zapcore.InfoLevel)
 		files, _, _ := LuaFiles([]string{dir}, true)
 		h := newHost(t, Config{Files: files, Log: log})
 		b := writeScript(t, dir, "b.lua", routeSrc("r", "B")+routeSrc("other", "O"))
@@ -322,7 +323,7 @@ func TestDuplicateNames(t *testing.T) {
 func TestReloadOfAFileRegisteringNothing(t *testing.T) {
 	dir := t.TempDir()
 	writeScript(t, dir, "a.lua", routeSrc("r", "A"))
-	log, logs := observed(zapcore.InfoLevel)
+	log, logs := testkit.Observed(zapcore.InfoLevel)
 	files, _, _ := LuaFiles([]string{dir}, true)
 	h := newHost(t, Config{Files: files, Log: log})
 	p := writeScript(t, dir, "empty.lua", "-- nothing yet\n")

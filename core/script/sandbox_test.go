@@ -17,6 +17,7 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/mserve/mserve/core/algo"
+	"github.com/mserve/mserve/core/internal/testkit"
 	"github.com/mserve/mserve/sdk/dispatch"
 )
 
@@ -75,7 +76,7 @@ func TestSandboxEscapesInAlgorithms(t *testing.T) {
 			}
 			src := "mserve." + tc.kind + `("bad", function(` + params + ")\n" + tc.body + "\nend)\n" +
 				`mserve.route("alive", function(call) return "alive" end)` + "\n"
-			log, logs := observed(zapcore.WarnLevel)
+			log, logs := testkit.Observed(zapcore.WarnLevel)
 			h := newHost(t, Config{Files: []string{writeScript(t, t.TempDir(), "bad.lua", src)}, Budget: 20 * time.Millisecond, Log: log})
 			fb := &countingFallback{}
 			a := NewAlgorithm(h, "bad", fb)
@@ -135,7 +136,7 @@ func TestSandboxEscapesInRoutingFunctions(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			log, logs := observed(zapcore.WarnLevel)
+			log, logs := testkit.Observed(zapcore.WarnLevel)
 			src := `mserve.route("bad", function(call) ` + tc.body + ` end)`
 			h := newHost(t, Config{Files: []string{writeScript(t, t.TempDir(), "bad.lua", src)}, Budget: 20 * time.Millisecond, Log: log})
 			fb := &fixedRouter{route: "fallback"}
@@ -196,7 +197,7 @@ end)`
 
 // TestSandboxPrint checks that print goes to the log at debug level.
 func TestSandboxPrint(t *testing.T) {
-	log, logs := observed(zapcore.DebugLevel)
+	log, logs := testkit.Observed(zapcore.DebugLevel)
 	p := writeScript(t, t.TempDir(), "p.lua", `mserve.route("p", function(call) print("hello", call.method, 42) return "x" end)`)
 	h := newHost(t, Config{Files: []string{p}, Log: log})
 	if _, err := NewRouter(h, "p", &fixedRouter{}).Route(&dispatch.Call{Method: "f"}); err != nil {
@@ -229,7 +230,7 @@ end)
 `
 	recover := t0.Add(5 * time.Second)
 	src = "LIMIT = " + formatSeconds(recover) + "\n" + src
-	log, logs := observed(zapcore.WarnLevel)
+	log, logs := testkit.Observed(zapcore.WarnLevel)
 	h := newHost(t, Config{Files: []string{writeScript(t, t.TempDir(), "loop.lua", src)}, Budget: 20 * time.Millisecond, Log: log})
 	fb := &countingFallback{}
 	a := NewAlgorithm(h, "loop", fb)

@@ -16,6 +16,7 @@ import (
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
 
+	"github.com/mserve/mserve/core/internal/testkit"
 	"github.com/mserve/mserve/sdk/dispatch"
 )
 
@@ -149,7 +150,7 @@ end)
 `
 
 func TestScriptView(t *testing.T) {
-	log, logs := observed(zapcore.DebugLevel)
+	log, logs := testkit.Observed(zapcore.DebugLevel)
 	h := newHost(t, Config{Files: []string{writeScript(t, t.TempDir(), "view.lua", viewLua)}, RouteExpire: 7500 * time.Millisecond, Log: log, Budget: time.Second})
 	lastUsed := t0.Add(-3 * time.Second)
 	servants := []*dispatch.Servant{
@@ -266,7 +267,7 @@ func TestScriptView(t *testing.T) {
 // TestScriptWindow checks that a round shows scripts at most the 256
 // oldest waiting calls.
 func TestScriptWindow(t *testing.T) {
-	log, logs := observed(zapcore.DebugLevel)
+	log, logs := testkit.Observed(zapcore.DebugLevel)
 	src := showLua + `mserve.algorithm("w", function(calls, servants, plan)
   show("#calls", #calls)
   show("last", calls[#calls].route)
@@ -321,7 +322,7 @@ end)`
 // dispatch.Servant.Available() from round to round when the engine ejects
 // a servant and readmits it (Ejected changes, Healthy and Draining do not).
 func TestScriptViewFollowsEjection(t *testing.T) {
-	log, logs := observed(zapcore.DebugLevel)
+	log, logs := testkit.Observed(zapcore.DebugLevel)
 	src := showLua + `
 local n = 0
 mserve.algorithm("avail", function(calls, servants, plan)
@@ -346,7 +347,7 @@ end)`
 // the servants' state, within a round (after assignments) and from round
 // to round (servants going down, coming back, changing routing strings).
 func TestPlanHeldAndFreeHolder(t *testing.T) {
-	log, logs := observed(zapcore.DebugLevel)
+	log, logs := testkit.Observed(zapcore.DebugLevel)
 	src := showLua + `
 mserve.algorithm("held", function(calls, servants, plan)
   for _, r in ipairs({"A", "B", "C", "D"}) do show("held." .. r, plan.held[r]) end

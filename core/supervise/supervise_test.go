@@ -15,9 +15,10 @@ import (
 	"testing"
 	"time"
 
-	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
+
+	"github.com/mserve/mserve/core/internal/testkit"
 )
 
 const failsafe = 10 * time.Second
@@ -26,8 +27,8 @@ const failsafe = 10 * time.Second
 // ends.
 func start(t *testing.T, cfg Config) (*Process, *observer.ObservedLogs) {
 	t.Helper()
-	core, logs := observer.New(zapcore.DebugLevel)
-	cfg.Log = zap.New(core)
+	var logs *observer.ObservedLogs
+	cfg.Log, logs = testkit.Observed(zapcore.DebugLevel)
 	if cfg.Name == "" {
 		cfg.Name = "s1"
 	}
@@ -114,6 +115,16 @@ func waitLine(t *testing.T, logs *observer.ObservedLogs, want string) {
 // alive reports whether a process with pid exists (and is not a zombie
 // we would have reaped).
 func alive(pid int) bool { return syscall.Kill(pid, 0) == nil }
+
+// pidOf waits for p's process to be known and returns its pid: the
+// servant's first output can come before the supervisor has recorded it,
+// and alive(0) is true (kill 0 addresses the test's own process group).
+func pidOf(t *testing.T, p *Process) int {
+	t.Helper()
+	var pid int
+	testkit.WaitFor(t, func() bool { pid = p.Pid(); return pid != 0 }, "the servant's pid")
+	return pid
+}
 
 // sh runs script with /bin/sh, forever unless it exits.
 func sh(script string, args ...string) (string, []string) {
@@ -254,8 +265,8 @@ func TestLineLog(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			core, logs := observer.New(zapcore.InfoLevel)
-			l := &lineLog{log: zap.New(core), stream: "stdout"}
+			log, logs := testkit.Observed(zapcore.InfoLevel)
+			l := &lineLog{log: log, stream: "stdout"}
 			for _, w := range tt.writes {
 				if n, err := l.Write([]byte(w)); n != len(w) || err != nil {
 					t.Fatalf("Write = %d, %v", n, err)
@@ -334,7 +345,7 @@ func TestKillAndRestart(t *testing.T) {
 		started++
 		waitLogs(t, logs, "servant started", started)
 		pid := 0
-		waitForCond(t, func() bool { pid = p.Pid(); return pid != 0 && pid != old }, "a new pid")
+		testkit.WaitFor(t, func() bool { pid = p.Pid(); return pid != 0 && pid != old }, "a new pid")
 		return pid
 	}
 	pid := nextPid(0)
@@ -382,7 +393,7 @@ func TestStop(t *testing.T) {
 		cmd, args := sh(`echo ready; exec sleep 1000`)
 		p, logs := start(t, Config{Command: cmd, Args: args})
 		waitLine(t, logs, "ready")
-		pid := p.Pid()
+		pid := pidOf(t, p)
 		done := make(chan struct{})
 		t0 := time.Now()
 		go func() { p.Stop(time.Hour); close(done) }()
@@ -408,7 +419,7 @@ func TestStop(t *testing.T) {
 		cmd, args := sh(`trap '' TERM; echo ready; exec sleep 1000`)
 		p, logs := start(t, Config{Command: cmd, Args: args})
 		waitLine(t, logs, "ready")
-		pid := p.Pid()
+		pid := pidOf(t, p)
 		const grace = 100 * time.Millisecond
 		t0 := time.Now()
 		done := make(chan struct{})
@@ -482,7 +493,7 @@ func TestStop(t *testing.T) {
 			p, logs := start(t, Config{Name: fmt.Sprint("s", i), Command: cmd, Args: args})
 			waitLine(t, logs, "ready")
 			ps = append(ps, p)
-			pids = append(pids, p.Pid())
+			pids = append(pids, pidOf(t, p))
 		}
 		done := make(chan struct{})
 		go func() { StopAll(ps, time.Second); close(done) }()
@@ -515,7 +526,7 @@ func TestStopKillsTheWholeProcessGroup(t *testing.T) {
 		t.Fatalf("child %q not running", b)
 	}
 	stopWithin(t, p, failsafe)
-	waitForCond(t, func() bool { return !alive(child) || zombie(child) }, "the child to die")
+	testkit.WaitFor(t, func() bool { return !alive(child) || zombie(child) }, "the child to die")
 }
 
 // zombie reports whether pid has exited and waits for its parent to reap
@@ -527,24 +538,4 @@ func zombie(pid int) bool {
 	}
 	f := strings.Fields(string(b))
 	return len(f) > 2 && f[2] == "Z"
-}
-
-func TestDiesWithParent(t *testing.T) {
-	t.Skip("Pdeathsig (the servant dies with mserve's supervising thread) needs mserve itself to die: " +
-		"it would take a helper process that starts a servant and is then killed, and checking the servant is gone; " +
-		"covered by the end-to-end tests instead")
-}
-
-func waitForCond(t *testing.T, cond func() bool, what string) {
-	t.Helper()
-	deadline := time.After(failsafe)
-	tick := time.NewTicker(time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		select {
-		case <-tick.C:
-		case <-deadline:
-			t.Fatalf("timed out waiting for %s", what)
-		}
-	}
 }
