@@ -60,11 +60,12 @@ func (l *HTTPLink) Kick() {
 }
 
 // post sends one JSON-RPC request body and returns the response body.
-func (l *HTTPLink) post(ctx context.Context, body []byte) ([]byte, error) {
+// idempotent says whether it may go twice (see httpClient.post).
+func (l *HTTPLink) post(ctx context.Context, body []byte, idempotent bool) ([]byte, error) {
 	if l.client == nil {
 		return nil, l.urlErr
 	}
-	status, out, err := l.client.post(ctx, body)
+	status, out, err := l.client.post(ctx, body, idempotent)
 	if err != nil {
 		return nil, err
 	}
@@ -78,6 +79,7 @@ func (l *HTTPLink) post(ctx context.Context, body []byte) ([]byte, error) {
 // taken with defaults) until it answers, reports it up, then runs health
 // checks until ctx ends.
 func (l *HTTPLink) Run(ctx context.Context) {
+	defer l.client.close()
 	backoff := l.cfg.MinBackoff
 	failures := 0
 	for {
@@ -101,9 +103,6 @@ func (l *HTTPLink) Run(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			t.Stop()
-			if l.client != nil {
-				l.client.close()
-			}
 			return
 		case <-l.kick:
 		case <-t.C:
@@ -122,9 +121,6 @@ func (l *HTTPLink) Run(ctx context.Context) {
 		cancel()
 	}
 	l.mu.Unlock()
-	if l.client != nil {
-		l.client.close()
-	}
 	l.servant.Down(nil, errors.New("mserve is stopping"))
 }
 
@@ -132,7 +128,7 @@ func (l *HTTPLink) greet(ctx context.Context) (*wire.HelloResult, error) {
 	params, _ := json.Marshal(wire.HelloParams{Protocol: wire.ProtocolVersion, Balancer: "mserve", Servant: l.cfg.Name, Secret: l.cfg.Secret})
 	cctx, cancel := context.WithTimeout(ctx, l.cfg.HelloWait)
 	defer cancel()
-	out, err := l.post(cctx, jsonrpc.AppendRequest(nil, []byte("0"), wire.MethodHello, params))
+	out, err := l.post(cctx, jsonrpc.AppendRequest(nil, []byte("0"), wire.MethodHello, params), true)
 	if err != nil {
 		return nil, err
 	}
@@ -163,7 +159,7 @@ func (l *HTTPLink) check(ctx context.Context) {
 	runChecks(ctx, l.cfg, l.log, l.servant, func(ctx context.Context) error {
 		cctx, cancel := context.WithTimeout(ctx, l.cfg.HealthTimeout)
 		defer cancel()
-		out, err := l.post(cctx, []byte(`{"jsonrpc":"2.0","id":0,"method":"`+wire.MethodPing+`"}`))
+		out, err := l.post(cctx, []byte(`{"jsonrpc":"2.0","id":0,"method":"`+wire.MethodPing+`"}`), true)
 		if err == nil {
 			var resp jsonrpc.Response
 			err = jsonrpc.ParseResponse(out, &resp)
@@ -203,7 +199,7 @@ func (l *HTTPLink) Send(c *engine.Call, _ *wire.Flusher) error {
 }
 
 func (l *HTTPLink) do(ctx context.Context, c *engine.Call, body []byte) {
-	out, err := l.post(ctx, body)
+	out, err := l.post(ctx, body, c.Idempotent)
 	abandoned := ctx.Err() != nil // Cancel: nobody waits; not the servant's fault
 	l.mu.Lock()
 	cancel := l.cancels[c]

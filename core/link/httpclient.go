@@ -13,6 +13,7 @@ import (
 	"net/url"
 	"strconv"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -29,6 +30,9 @@ type httpClient struct {
 	maxBody  int         // largest response body accepted
 	maxIdle  int         // idle connections kept
 	dialWait time.Duration
+	// probeAfter: a connection idle this long is checked for a close by
+	// the server before it carries a request (one non-blocking peek).
+	probeAfter time.Duration
 
 	mu   sync.Mutex
 	idle []*httpConn
@@ -36,9 +40,11 @@ type httpClient struct {
 
 // httpConn is one keep-alive connection.
 type httpConn struct {
-	nc  net.Conn
-	br  *bufio.Reader
-	buf []byte // request, then response body; reused
+	nc        net.Conn // as dialled (TCP), under TLS when https
+	raw       net.Conn // the TCP connection, for closedByPeer
+	br        *bufio.Reader
+	buf       []byte    // request, then response body; reused
+	idleSince time.Time // when it was last put back
 }
 
 // newHTTPClient returns a client for rawURL (http:// or https://).
@@ -47,7 +53,7 @@ func newHTTPClient(rawURL string, maxBody int, dialWait time.Duration) (*httpCli
 	if err != nil {
 		return nil, err
 	}
-	c := &httpClient{maxBody: maxBody, maxIdle: 1024, dialWait: dialWait}
+	c := &httpClient{maxBody: maxBody, maxIdle: 1024, dialWait: dialWait, probeAfter: time.Millisecond}
 	host := u.Host
 	switch u.Scheme {
 	case "http":
@@ -67,14 +73,24 @@ func newHTTPClient(rawURL string, maxBody int, dialWait time.Duration) (*httpCli
 	return c, nil
 }
 
-// errStaleConn is a kept connection the server had closed before our
-// request reached it: the request can go again on a new one.
+// errStaleConn is a kept connection that ended before any of the response
+// came: the server may have closed it before the request reached it, or
+// read the request and died.
 var errStaleConn = errors.New("kept connection closed by the server")
 
-// post sends body and returns the response's status code and body (valid
-// until the next post on any connection of c is not guaranteed: it is a
-// fresh slice). ctx ending abandons the request and closes its connection.
-func (c *httpClient) post(ctx context.Context, body []byte) (int, []byte, error) {
+// errNotSent is a kept connection that failed while the request was being
+// written: the server cannot have run an incomplete request.
+var errNotSent = errors.New("kept connection failed before the request was sent")
+
+// post sends body and returns the response's status code and body (a
+// fresh slice, the caller's to keep). ctx ending abandons the request and
+// closes its connection. A request that failed on a kept connection goes
+// once more on a new one if it was not sent whole, or if it was and the
+// connection ended before any of the response came, only when idempotent:
+// the server may have run it (net/http does the same for a POST).
+// Kept connections idle for probeAfter are checked first, so that one
+// the server closed while idle is not used.
+func (c *httpClient) post(ctx context.Context, body []byte, idempotent bool) (int, []byte, error) {
 	for attempt := 0; ; attempt++ {
 		hc, reused, err := c.get(ctx)
 		if err != nil {
@@ -91,8 +107,8 @@ func (c *httpClient) post(ctx context.Context, body []byte) (int, []byte, error)
 		if interrupted && err != nil {
 			return 0, nil, ctx.Err()
 		}
-		if errors.Is(err, errStaleConn) && attempt == 0 {
-			continue // as net/http does for a kept connection closed under it
+		if attempt == 0 && (errors.Is(err, errNotSent) || errors.Is(err, errStaleConn) && idempotent) {
+			continue
 		}
 		return status, out, err
 	}
@@ -100,33 +116,43 @@ func (c *httpClient) post(ctx context.Context, body []byte) (int, []byte, error)
 
 // get takes an idle connection or dials a new one.
 func (c *httpClient) get(ctx context.Context) (*httpConn, bool, error) {
-	c.mu.Lock()
-	if n := len(c.idle); n > 0 {
+	for {
+		c.mu.Lock()
+		n := len(c.idle)
+		if n == 0 {
+			c.mu.Unlock()
+			break
+		}
 		hc := c.idle[n-1]
 		c.idle[n-1] = nil
 		c.idle = c.idle[:n-1]
 		c.mu.Unlock()
-		return hc, true, nil
+		if time.Since(hc.idleSince) < c.probeAfter || !closedByPeer(hc.raw) {
+			return hc, true, nil
+		}
+		hc.nc.Close()
 	}
-	c.mu.Unlock()
 	d := net.Dialer{Timeout: c.dialWait}
 	nc, err := d.DialContext(ctx, "tcp", c.addr)
 	if err != nil {
 		return nil, false, err
 	}
+	hc := &httpConn{nc: nc, raw: nc}
 	if c.tls != nil {
 		tc := tls.Client(nc, c.tls)
 		if err := tc.HandshakeContext(ctx); err != nil {
 			nc.Close()
 			return nil, false, err
 		}
-		nc = tc
+		hc.nc = tc
 	}
-	return &httpConn{nc: nc, br: bufio.NewReaderSize(nc, 4096)}, false, nil
+	hc.br = bufio.NewReaderSize(hc.nc, 4096)
+	return hc, false, nil
 }
 
 // put keeps a connection for the next call.
 func (c *httpClient) put(hc *httpConn) {
+	hc.idleSince = time.Now()
 	c.mu.Lock()
 	if len(c.idle) < c.maxIdle {
 		c.idle = append(c.idle, hc)
@@ -138,8 +164,12 @@ func (c *httpClient) put(hc *httpConn) {
 	}
 }
 
-// close closes the idle connections.
+// close closes the idle connections. A nil client (an unusable URL) has
+// none.
 func (c *httpClient) close() {
+	if c == nil {
+		return
+	}
 	c.mu.Lock()
 	idle := c.idle
 	c.idle = nil
@@ -159,7 +189,7 @@ func (c *httpClient) exchange(hc *httpConn, body []byte, reused bool) (status in
 	hc.buf = req
 	if _, err := hc.nc.Write(req); err != nil {
 		if reused {
-			return 0, nil, false, errStaleConn
+			return 0, nil, false, fmt.Errorf("%w: %w", errNotSent, err)
 		}
 		return 0, nil, false, err
 	}
@@ -170,10 +200,7 @@ func (c *httpClient) exchange(hc *httpConn, body []byte, reused bool) (status in
 	return status, out, keep, err
 }
 
-func isReset(err error) bool {
-	var oe *net.OpError
-	return errors.As(err, &oe) && oe.Op == "read"
-}
+func isReset(err error) bool { return errors.Is(err, syscall.ECONNRESET) }
 
 // readResponse reads one HTTP/1.x response for a POST: status line,
 // headers, and a body delimited by Content-Length, chunked encoding or the

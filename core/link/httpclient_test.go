@@ -91,7 +91,7 @@ func TestHTTPClientKeepsConnections(t *testing.T) {
 	}
 	defer c.close()
 	for i := range 20 {
-		status, body, err := c.post(context.Background(), []byte(`{"n":1}`))
+		status, body, err := c.post(context.Background(), []byte(`{"n":1}`), false)
 		if err != nil || status != 200 || string(body) != `{"n":1}` {
 			t.Fatalf("post %d: %d %q %v", i, status, body, err)
 		}
@@ -101,56 +101,92 @@ func TestHTTPClientKeepsConnections(t *testing.T) {
 	}
 }
 
-// TestHTTPClientRetriesOnAStaleConnection: a kept connection the server
-// closed while idle is replaced, and the request goes through.
-func TestHTTPClientRetriesOnAStaleConnection(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+// TestHTTPClientKeptConnectionEnds covers a kept connection that ends
+// under a request: one the server closed while idle is seen before use and
+// replaced, whatever the call; one that ends after the server read the
+// request is retried only for an idempotent call, since the server may have
+// run it.
+func TestHTTPClientKeptConnectionEnds(t *testing.T) {
+	tests := []struct {
+		name       string
+		dropAfter  bool // the first connection reads the second request, then closes without answering
+		idempotent bool
+		wantErr    bool
+		wantReqs   int64 // requests the server read
+		wantConns  int64
+	}{
+		{name: "closed while idle", wantReqs: 2, wantConns: 2},
+		{name: "dropped after the request, not idempotent", dropAfter: true, wantErr: true, wantReqs: 2, wantConns: 1},
+		{name: "dropped after the request, idempotent", dropAfter: true, idempotent: true, wantReqs: 3, wantConns: 2},
 	}
-	defer ln.Close()
-	var accepted atomic.Int64
-	go func() {
-		for {
-			nc, err := ln.Accept()
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
 			if err != nil {
-				return
+				t.Fatal(err)
 			}
-			n := accepted.Add(1)
+			defer ln.Close()
+			var conns, reqs atomic.Int64
+			firstClosed := make(chan struct{})
 			go func() {
-				defer nc.Close()
-				br := bufio.NewReader(nc)
-				req, err := http.ReadRequest(br)
-				if err != nil {
-					return
-				}
-				req.Body.Close()
-				nc.Write([]byte("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"))
-				if n == 1 { // the first connection closes once idle, as servers' keep-alive timeouts do
-					return
-				}
 				for {
-					if req, err = http.ReadRequest(br); err != nil {
+					nc, err := ln.Accept()
+					if err != nil {
 						return
 					}
-					req.Body.Close()
-					nc.Write([]byte("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"))
+					first := conns.Add(1) == 1
+					go func() {
+						defer nc.Close()
+						br := bufio.NewReader(nc)
+						for n := 1; ; n++ {
+							req, err := http.ReadRequest(br)
+							if err != nil {
+								return
+							}
+							req.Body.Close()
+							reqs.Add(1)
+							if first && tt.dropAfter && n == 2 {
+								nc.Close()
+								close(firstClosed)
+								return
+							}
+							nc.Write([]byte("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"))
+							if first && !tt.dropAfter { // closes once idle, as keep-alive timeouts do
+								nc.Close()
+								close(firstClosed)
+								return
+							}
+						}
+					}()
 				}
 			}()
-		}
-	}()
-	c, err := newHTTPClient("http://"+ln.Addr().String()+"/", 1<<20, time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.close()
-	for i := range 3 {
-		if status, body, err := c.post(context.Background(), []byte(`{}`)); err != nil || status != 200 || string(body) != "ok" {
-			t.Fatalf("post %d: %d %q %v", i, status, body, err)
-		}
-	}
-	if n := accepted.Load(); n != 2 {
-		t.Errorf("%d connections, want 2 (the stale one replaced once)", n)
+			c, err := newHTTPClient("http://"+ln.Addr().String()+"/", 1<<20, time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.close()
+			if !tt.dropAfter {
+				c.probeAfter = 0 // check every kept connection before use
+			} else {
+				c.probeAfter = time.Hour // the connection is alive when taken
+			}
+			if status, body, err := c.post(context.Background(), []byte(`{}`), tt.idempotent); err != nil || status != 200 || string(body) != "ok" {
+				t.Fatalf("first post: %d %q %v", status, body, err)
+			}
+			if !tt.dropAfter {
+				<-firstClosed
+			}
+			status, body, err := c.post(context.Background(), []byte(`{}`), tt.idempotent)
+			if tt.wantErr != (err != nil) || (err == nil && (status != 200 || string(body) != "ok")) {
+				t.Fatalf("second post: %d %q %v; want error %v", status, body, err, tt.wantErr)
+			}
+			if got := reqs.Load(); got != tt.wantReqs {
+				t.Errorf("the server read %d requests, want %d", got, tt.wantReqs)
+			}
+			if got := conns.Load(); got != tt.wantConns {
+				t.Errorf("%d connections, want %d", got, tt.wantConns)
+			}
+		})
 	}
 }
 
@@ -166,7 +202,7 @@ func TestHTTPClientCancel(t *testing.T) {
 	defer c.close()
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancel()
-	if _, _, err := c.post(ctx, []byte(`{}`)); err != context.DeadlineExceeded {
+	if _, _, err := c.post(ctx, []byte(`{}`), false); err != context.DeadlineExceeded {
 		t.Errorf("error %v, want the context's", err)
 	}
 }

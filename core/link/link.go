@@ -162,28 +162,24 @@ func (l *Link) Run(ctx context.Context) {
 	failures := 0
 	for ctx.Err() == nil {
 		conn, r, hello, err := l.connect(ctx)
-		if err != nil {
+		if err == nil {
+			failures = 0
+			began := time.Now()
+			l.serve(ctx, conn, r, hello)
+			if time.Since(began) >= stableConn {
+				backoff = l.cfg.MinBackoff
+				continue
+			}
+			// It dropped soon after the hello (a servant that takes the
+			// connection and fails): back off rather than hammer it.
+		} else {
 			failures++
 			if failures == 10 || failures%100 == 0 {
 				l.log.Warn("servant unreachable; still retrying", zap.Int("attempts", failures), zap.Error(err))
 			} else if ce := l.log.Check(zap.DebugLevel, "dial failed"); ce != nil {
 				ce.Write(zap.Error(err))
 			}
-			if !l.wait(ctx, backoff) {
-				break
-			}
-			backoff = min(2*backoff, l.cfg.MaxBackoff)
-			continue
 		}
-		failures = 0
-		began := time.Now()
-		l.serve(ctx, conn, r, hello)
-		if time.Since(began) >= stableConn {
-			backoff = l.cfg.MinBackoff
-			continue
-		}
-		// It dropped soon after the hello (a servant that takes the
-		// connection and fails): back off rather than hammer it.
 		if !l.wait(ctx, backoff) {
 			break
 		}
