@@ -462,10 +462,7 @@ func (e *Engine) sendFailed(c *Call, sends []*Call) []*Call {
 	e.running--
 	switch c.where {
 	case running:
-		c.where = waiting
-		c.servant = nil
-		e.q.pushFront([]*Call{c})
-		e.queued++
+		e.requeue([]*Call{c})
 	case answered: // timed out or cancelled meanwhile: nothing left to do
 		c.where = nowhere
 	}

@@ -193,15 +193,21 @@ func (s *Servant) lose(lost []*Call, now time.Time) []*Call {
 		s.failure(now)
 	}
 	if len(again) > 0 {
-		for _, c := range again {
-			c.where = waiting
-			c.servant = nil
-		}
-		e.q.pushFront(again)
-		e.queued += len(again)
+		e.requeue(again)
 		e.stats.redispatched.Add(uint64(len(again)))
 	}
 	return answer
+}
+
+// requeue puts calls taken back from their servants at the head of the
+// queue, for another servant. Caller holds e.mu.
+func (e *Engine) requeue(calls []*Call) {
+	for _, c := range calls {
+		c.where = waiting
+		c.servant = nil
+	}
+	e.q.pushFront(calls)
+	e.queued += len(calls)
 }
 
 func (s *Servant) answerLost(calls []*Call, cause error, now time.Time, remaining int) {
@@ -233,17 +239,20 @@ func (s *Servant) Done(c *Call, resp *jsonrpc.Response, f *wire.Flusher) {
 	s.unrun(c)
 	v.InFlight--
 	e.running--
-	ok := resp.Error == nil
-	if !ok && !wasAnswered && c.attempts < e.maxAttempts && errorCode(resp.Error) == jsonrpc.ShuttingDown {
-		// The servant is stopping and did not run the call: it takes no
-		// more, and the call goes to another servant.
+	ok, code := resp.Error == nil, 0
+	if !ok {
+		code = errorCode(resp.Error)
+	}
+	if code == jsonrpc.ShuttingDown {
+		// The servant is stopping: it takes no more calls on this
+		// connection, whatever becomes of this one.
 		s.leaving = true
 		s.setHealthy()
 		s.requeueBacklog()
-		c.where = waiting
-		c.servant = nil
-		e.q.pushFront([]*Call{c})
-		e.queued++
+	}
+	if code == jsonrpc.ShuttingDown && !wasAnswered && c.attempts < e.maxAttempts {
+		// It did not run the call: the call goes to another servant.
+		e.requeue([]*Call{c})
 		e.stats.redispatched.Add(1)
 		sends := e.round(nil, now)
 		s.notifyIdle()
@@ -262,7 +271,7 @@ func (s *Servant) Done(c *Call, resp *jsonrpc.Response, f *wire.Flusher) {
 	if e.observer != nil {
 		e.observer.Done(&c.Call, v, exec, ok)
 	}
-	if ok || !internalError(resp.Error) {
+	if code != jsonrpc.InternalError { // a result, or a refusal: not the servant itself failing (-32603)
 		s.failures = 0
 		s.checkSlow(now)
 	} else {
@@ -387,10 +396,6 @@ func (s *Servant) requeueBacklog() {
 	s.backlog = nil
 	s.view.Backlog = 0
 }
-
-// internalError reports whether a servant's raw error object says the
-// servant itself failed (-32603) rather than refusing the call.
-func internalError(raw []byte) bool { return errorCode(raw) == jsonrpc.InternalError }
 
 // errorCode returns the code of a raw error object, or 0 when it has none.
 func errorCode(raw []byte) int {
