@@ -39,6 +39,8 @@ type Server struct {
 	lns   []net.Listener
 	conns map[*conn]struct{}
 	wg    sync.WaitGroup
+
+	listenersClosed bool // CloseListeners ran; under mu
 }
 
 // New returns a server feeding front.
@@ -60,7 +62,11 @@ func New(cfg Config, front *frontend.Front) *Server {
 func (s *Server) Serve(ln net.Listener) error {
 	s.mu.Lock()
 	s.lns = append(s.lns, ln)
+	closed := s.listenersClosed
 	s.mu.Unlock()
+	if closed { // CloseListeners ran before Serve got ln
+		ln.Close()
+	}
 	for {
 		nc, err := ln.Accept()
 		if err != nil {
@@ -83,10 +89,12 @@ func (s *Server) Serve(ln net.Listener) error {
 	}
 }
 
-// CloseListeners stops accepting new connections.
+// CloseListeners stops accepting new connections, on the listeners Serve
+// has now and on any it is given later.
 func (s *Server) CloseListeners() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.listenersClosed = true
 	for _, ln := range s.lns {
 		ln.Close()
 	}
@@ -120,16 +128,23 @@ type conn struct {
 	nc      net.Conn
 	w       *wire.Writer
 	tokens  chan struct{} // one per unanswered request: bounds in-flight calls
+
+	// deadlineMu orders the read-deadline changes of the reader (frame
+	// begun, waiting for a frame) and of Answer (last call answered), so
+	// that a decision taken on a stale count does not overwrite a newer one.
+	deadlineMu sync.Mutex
 }
 
 func (c *conn) serve() {
 	defer c.s.wg.Done()
 	r := wire.NewReader(c.nc, c.s.cfg.MaxFrame)
 	r.OnHeader = func() {
+		c.deadlineMu.Lock()
 		c.inFrame.Store(true)
 		if ft := c.s.cfg.FrameTimeout; ft > 0 {
 			c.nc.SetReadDeadline(time.Now().Add(ft))
 		}
+		c.deadlineMu.Unlock()
 	}
 	err := c.read(r)
 	c.shutdown(err)
@@ -139,6 +154,8 @@ func (c *conn) serve() {
 // timeout when nothing is in flight, none otherwise (a client may wait
 // long for a slow call).
 func (c *conn) waitDeadline() {
+	c.deadlineMu.Lock()
+	defer c.deadlineMu.Unlock()
 	var d time.Time
 	if it := c.s.cfg.IdleTimeout; it > 0 && len(c.tokens) == 0 {
 		d = time.Now().Add(it)
@@ -207,10 +224,14 @@ func (c *conn) Answer(call *engine.Call, a *engine.Answer) {
 		c.w.EndLater(buf, a.Flusher)
 	}
 	<-c.tokens
-	if it := c.s.cfg.IdleTimeout; it > 0 && len(c.tokens) == 0 && !c.inFrame.Load() {
-		// The last call in flight is answered: the idle timeout runs
-		// again (the reader, waiting for the next frame, set none).
-		c.nc.SetReadDeadline(time.Now().Add(it))
+	if it := c.s.cfg.IdleTimeout; it > 0 {
+		c.deadlineMu.Lock()
+		if len(c.tokens) == 0 && !c.inFrame.Load() {
+			// The last call in flight is answered: the idle timeout runs
+			// again (the reader, waiting for the next frame, set none).
+			c.nc.SetReadDeadline(time.Now().Add(it))
+		}
+		c.deadlineMu.Unlock()
 	}
 }
 

@@ -6,8 +6,6 @@ import (
 	"errors"
 	"io"
 	"net"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -16,7 +14,7 @@ import (
 	"github.com/mserve/mserve/core/allow"
 	"github.com/mserve/mserve/core/engine"
 	"github.com/mserve/mserve/core/frontend"
-	"github.com/mserve/mserve/sdk/dispatch"
+	"github.com/mserve/mserve/core/internal/testkit"
 	"github.com/mserve/mserve/sdk/jsonrpc"
 	"github.com/mserve/mserve/sdk/wire"
 )
@@ -27,50 +25,25 @@ const failsafe = 10 * time.Second
 const quiet = 100 * time.Millisecond
 
 // servant is a fake transport: it answers every call with its params as
-// the result, unless hold is set, in which case calls go to sent for the
+// the result, unless hold is set, in which case calls go to Sent for the
 // test to answer.
 type servant struct {
-	s         *engine.Servant
-	hold      bool
-	sent      chan *engine.Call
-	cancelled chan *engine.Call
+	testkit.Transport // holds the calls; records cancellations
+	s                 *engine.Servant
+	hold              bool
 }
 
-func (f *servant) Send(c *engine.Call, _ *wire.Flusher) error {
+func (f *servant) Send(c *engine.Call, fl *wire.Flusher) error {
 	if f.hold {
-		f.sent <- c
-		return nil
+		return f.Transport.Send(c, fl)
 	}
 	go f.s.Done(c, &jsonrpc.Response{Result: append([]byte(nil), c.Params...)}, nil)
 	return nil
 }
 
-func (f *servant) Cancel(c *engine.Call) { f.cancelled <- c }
-
-func (f *servant) next(t *testing.T) *engine.Call {
-	t.Helper()
-	select {
-	case c := <-f.sent:
-		return c
-	case <-time.After(failsafe):
-		t.Fatal("nothing sent to the servant")
-		return nil
-	}
-}
-
 func (f *servant) answer(c *engine.Call, result string) {
 	f.s.Done(c, &jsonrpc.Response{Result: []byte(result)}, nil)
 }
-
-var firstFree = dispatch.AlgorithmFunc(func(calls []*dispatch.Call, servants []*dispatch.Servant, p *dispatch.Plan) {
-	for i, c := range calls {
-		for j, s := range servants {
-			if p.CanTake(s, c) && p.Assign(i, j) {
-				break
-			}
-		}
-	}
-})
 
 type options struct {
 	cfg   Config
@@ -89,8 +62,8 @@ type rig struct {
 
 func newRig(t *testing.T, o options) *rig {
 	t.Helper()
-	r := &rig{sv: &servant{hold: o.hold, sent: make(chan *engine.Call, 256), cancelled: make(chan *engine.Call, 256)}}
-	r.eng = engine.New(engine.Config{Algorithm: firstFree})
+	r := &rig{sv: &servant{hold: o.hold, Transport: testkit.Transport{Sent: make(chan *engine.Call, 256), Cancelled: make(chan *engine.Call, 256)}}}
+	r.eng = engine.New(engine.Config{Algorithm: testkit.FirstFree})
 	r.sv.s = r.eng.AddServant(engine.ServantSpec{Name: "s1"}, r.sv)
 	if !o.down {
 		r.sv.s.Up(engine.Announce{Slots: max(o.slots, 16)})
@@ -126,16 +99,7 @@ const aliceSecret = "alice-secret"
 
 func gate(t *testing.T) *allow.Gate {
 	t.Helper()
-	src := "f(x any)\ng(x any)\nuser alice " + allow.HashSecret(aliceSecret) + ": f g\nanonymous: f\n"
-	path := filepath.Join(t.TempDir(), "mserve.allow")
-	if err := os.WriteFile(path, []byte(src), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	g, err := allow.NewGate(path, []string{"s1"}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return g
+	return testkit.Gate(t, "f(x any)\ng(x any)\nuser alice "+allow.HashSecret(aliceSecret)+": f g\nanonymous: f\n")
 }
 
 // client is a raw native-protocol client.
@@ -223,13 +187,6 @@ func (c *client) silent(t *testing.T) {
 	c.c.SetReadDeadline(time.Time{})
 }
 
-func code(m map[string]any) float64 {
-	if e, ok := m["error"].(map[string]any); ok {
-		return e["code"].(float64)
-	}
-	return 0
-}
-
 func message(m map[string]any) string {
 	if e, ok := m["error"].(map[string]any); ok {
 		return e["message"].(string)
@@ -266,7 +223,7 @@ func TestFramesInAnswersOut(t *testing.T) {
 			}
 		}},
 		{"a malformed frame gets a parse error and the connection goes on", `{"jsonrpc":`, func(t *testing.T, v any) {
-			if m := v.(map[string]any); code(m) != jsonrpc.ParseError || m["id"] != nil {
+			if m := v.(map[string]any); testkit.ErrCode(m) != jsonrpc.ParseError || m["id"] != nil {
 				t.Errorf("response %v", m)
 			}
 		}},
@@ -281,7 +238,7 @@ func TestFramesInAnswersOut(t *testing.T) {
 				}
 			}},
 		{"an empty batch frame gets a single error", `[]`, func(t *testing.T, v any) {
-			if m, ok := v.(map[string]any); !ok || code(m) != jsonrpc.InvalidRequest {
+			if m, ok := v.(map[string]any); !ok || testkit.ErrCode(m) != jsonrpc.InvalidRequest {
 				t.Errorf("response %v", v)
 			}
 		}},
@@ -321,7 +278,7 @@ func TestAnswersInCompletionOrder(t *testing.T) {
 	c.send(t, call("3", "f", "[3]"))
 	sent := map[string]*engine.Call{}
 	for range 3 {
-		x := r.sv.next(t)
+		x := r.sv.Next(t)
 		sent[string(x.Params)] = x
 	}
 	for _, p := range []string{"[3]", "[1]", "[2]"} {
@@ -347,7 +304,7 @@ func TestRPCCancel(t *testing.T) {
 			r := newRig(t, options{down: true})
 			c := r.dial(t)
 			c.send(t, call(`"job"`, "f", "[1]"))
-			waitFor(t, func() bool { return r.eng.Stats().Queued == 1 }, "the call to be queued")
+			testkit.WaitFor(t, func() bool { return r.eng.Stats().Queued == 1 }, "the call to be queued")
 			c.send(t, call("2", "rpc.cancel", "["+tt.target+"]"))
 			n := 1
 			if tt.cancels {
@@ -362,7 +319,7 @@ func TestRPCCancel(t *testing.T) {
 				t.Errorf("rpc.cancel answered %v", got[2.0])
 			}
 			if tt.cancels {
-				if code(got["job"]) != jsonrpc.Cancelled {
+				if testkit.ErrCode(got["job"]) != jsonrpc.Cancelled {
 					t.Errorf("the call was answered %v", got["job"])
 				}
 				if r.eng.Stats().Queued != 0 {
@@ -382,11 +339,11 @@ func TestMaxInFlightStopsReading(t *testing.T) {
 	for i := range 5 {
 		c.send(t, call(string(rune('1'+i)), "f", "["+string(rune('1'+i))+"]"))
 	}
-	held := []*engine.Call{r.sv.next(t), r.sv.next(t)}
+	held := []*engine.Call{r.sv.Next(t), r.sv.Next(t)}
 	// The client could write all five frames, but mserve takes no more
 	// than the limit.
 	select {
-	case x := <-r.sv.sent:
+	case x := <-r.sv.Sent:
 		t.Fatalf("a call beyond MaxInFlight reached the servant: %s", x.Params)
 	case <-time.After(quiet):
 	}
@@ -399,7 +356,7 @@ func TestMaxInFlightStopsReading(t *testing.T) {
 		held = held[1:]
 		c.recvObj(t)
 		if i < 3 {
-			held = append(held, r.sv.next(t))
+			held = append(held, r.sv.Next(t))
 		}
 		if st := r.eng.Stats(); st.Running+st.Queued > limit {
 			t.Fatalf("engine holds %d calls, over the limit", st.Running+st.Queued)
@@ -424,7 +381,7 @@ func TestFrameOverTheLimit(t *testing.T) {
 			c := r.dial(t)
 			c.c.Write(binary.BigEndian.AppendUint32(nil, tt.size))
 			m := c.recvObj(t)
-			if code(m) != jsonrpc.TooLarge || !strings.Contains(message(m), "closing the connection") || m["id"] != nil {
+			if testkit.ErrCode(m) != jsonrpc.TooLarge || !strings.Contains(message(m), "closing the connection") || m["id"] != nil {
 				t.Errorf("error frame %v", m)
 			}
 			c.eof(t, failsafe)
@@ -438,7 +395,7 @@ func TestFrameOverTheLimit(t *testing.T) {
 			t.Fatalf("body of %d bytes", len(body))
 		}
 		c.send(t, body)
-		if m := c.recvObj(t); code(m) != 0 {
+		if m := c.recvObj(t); testkit.ErrCode(m) != 0 {
 			t.Errorf("response %v", m)
 		}
 	})
@@ -493,7 +450,7 @@ func TestIdleTimeout(t *testing.T) {
 		r := newRig(t, options{hold: true, cfg: Config{IdleTimeout: idle}})
 		c := r.dial(t)
 		c.send(t, call("1", "f", "[1]"))
-		x := r.sv.next(t)
+		x := r.sv.Next(t)
 		// A ping answered while the call is in flight shows the reader
 		// went back to waiting for the next frame with the call in flight
 		// (its answer is flushed just before that wait).
@@ -513,7 +470,7 @@ func TestIdleTimeout(t *testing.T) {
 		r := newRig(t, options{hold: true, cfg: Config{IdleTimeout: idle}})
 		c := r.dial(t)
 		c.send(t, call("1", "f", "[1]"))
-		x := r.sv.next(t)
+		x := r.sv.Next(t)
 		<-time.After(4 * idle) // several idle timeouts pass with the call in flight
 		r.sv.answer(x, `"late"`)
 		if m := c.recvObj(t); m["result"] != "late" {
@@ -528,7 +485,7 @@ func TestFrameTimeout(t *testing.T) {
 	// A header announcing 100 bytes, then only 3 of them.
 	c.c.Write(append(binary.BigEndian.AppendUint32(nil, 100), `{"j`...))
 	m := c.recvObj(t)
-	if code(m) != jsonrpc.InvalidRequest || !strings.Contains(message(m), "not completed within 50ms") {
+	if testkit.ErrCode(m) != jsonrpc.InvalidRequest || !strings.Contains(message(m), "not completed within 50ms") {
 		t.Errorf("error frame %v", m)
 	}
 	c.eof(t, failsafe)
@@ -552,7 +509,7 @@ func TestHelloAuthentication(t *testing.T) {
 		r := newRig(t, options{gate: true})
 		c := r.dial(t)
 		c.send(t, call("1", "g", "[1]")) // anonymous may not call g
-		if m := c.recvObj(t); code(m) != jsonrpc.MethodNotFound {
+		if m := c.recvObj(t); testkit.ErrCode(m) != jsonrpc.MethodNotFound {
 			t.Fatalf("anonymous g: %v", m)
 		}
 		c.send(t, hello("2", aliceSecret))
@@ -560,7 +517,7 @@ func TestHelloAuthentication(t *testing.T) {
 			t.Fatalf("hello: %v", m)
 		}
 		c.send(t, call("3", "g", "[1]"))
-		if m := c.recvObj(t); code(m) != 0 {
+		if m := c.recvObj(t); testkit.ErrCode(m) != 0 {
 			t.Errorf("g as alice: %v", m)
 		}
 	})
@@ -568,7 +525,7 @@ func TestHelloAuthentication(t *testing.T) {
 		r := newRig(t, options{gate: true})
 		c := r.dial(t)
 		c.send(t, hello("1", "wrong"))
-		if m := c.recvObj(t); code(m) != jsonrpc.Unauthorized || m["id"] != 1.0 {
+		if m := c.recvObj(t); testkit.ErrCode(m) != jsonrpc.Unauthorized || m["id"] != 1.0 {
 			t.Errorf("hello: %v", m)
 		}
 		c.eof(t, failsafe)
@@ -580,7 +537,7 @@ func TestHelloAuthentication(t *testing.T) {
 		c := r.dial(t)
 		c.send(t, "["+hello("1", "wrong")+","+hello("2", "wrong2")+"]")
 		arr, ok := c.recv(t).([]any)
-		if !ok || len(arr) != 2 || code(arr[0].(map[string]any)) != jsonrpc.Unauthorized {
+		if !ok || len(arr) != 2 || testkit.ErrCode(arr[0].(map[string]any)) != jsonrpc.Unauthorized {
 			t.Fatalf("batch answer %v", arr)
 		}
 		c.eof(t, time.Second)
@@ -592,21 +549,21 @@ func TestClientGoingAwayCancelsItsCalls(t *testing.T) {
 	c := r.dial(t)
 	c.send(t, call("1", "f", "[1]"))
 	c.send(t, `[`+call("2", "f", "[2]")+`,`+call("3", "f", "[3]")+`]`)
-	waitFor(t, func() bool { return r.eng.Stats().Queued == 3 }, "the calls to be queued")
+	testkit.WaitFor(t, func() bool { return r.eng.Stats().Queued == 3 }, "the calls to be queued")
 	c.c.Close()
-	waitFor(t, func() bool { st := r.eng.Stats(); return st.Queued == 0 && st.Cancelled == 3 }, "the calls to be cancelled")
+	testkit.WaitFor(t, func() bool { st := r.eng.Stats(); return st.Queued == 0 && st.Cancelled == 3 }, "the calls to be cancelled")
 }
 
 func TestCloseFlushesAndCloses(t *testing.T) {
 	r := newRig(t, options{hold: true})
 	c := r.dial(t)
 	c.send(t, call("1", "f", "[1]"))
-	r.sv.next(t) // running on the servant, never answered
+	r.sv.Next(t) // running on the servant, never answered
 	closed := make(chan struct{})
 	go func() { r.srv.Close(); close(closed) }()
 	// The client gets the answer mserve wrote while closing, then EOF.
 	m := c.recvObj(t)
-	if m["id"] != 1.0 || code(m) != jsonrpc.Cancelled {
+	if m["id"] != 1.0 || testkit.ErrCode(m) != jsonrpc.Cancelled {
 		t.Errorf("answer while closing: %v", m)
 	}
 	c.eof(t, failsafe)
@@ -631,7 +588,7 @@ func TestRefuseTooMany(t *testing.T) {
 	}
 	var m map[string]any
 	json.Unmarshal(frame, &m)
-	if code(m) != jsonrpc.Overloaded || !strings.Contains(message(m), "10 client connections") || m["id"] != nil {
+	if testkit.ErrCode(m) != jsonrpc.Overloaded || !strings.Contains(message(m), "10 client connections") || m["id"] != nil {
 		t.Errorf("refusal %s", frame)
 	}
 	if _, err := rd.ReadFrame(nil); !errors.Is(err, io.EOF) {
@@ -667,16 +624,19 @@ func TestConcurrentConnections(t *testing.T) {
 	wg.Wait()
 }
 
-func waitFor(t *testing.T, cond func() bool, what string) {
-	t.Helper()
-	deadline := time.After(failsafe)
-	tick := time.NewTicker(time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		select {
-		case <-tick.C:
-		case <-deadline:
-			t.Fatalf("timed out waiting for %s", what)
-		}
+// TestCloseListenersBeforeServe: a listener handed to Serve after
+// CloseListeners (a shutdown right after start) is closed, so Serve
+// returns instead of accepting forever.
+func TestCloseListenersBeforeServe(t *testing.T) {
+	s := New(Config{}, nil)
+	s.CloseListeners()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(ln) }()
+	if err := testkit.Recv(t, done, "Serve still accepting on a listener given after CloseListeners"); err != nil {
+		t.Errorf("Serve: %v", err)
 	}
 }
