@@ -65,6 +65,7 @@ type Balancer struct {
 	algoName string             // the algorithm in force
 	routing  string             // the routing function or expression in force
 	joinMu   sync.Mutex         // one servant joins at a time (registration, discovery): names stay unique
+	joining  map[string]bool    // names of registrations admitted and not yet told so; under joinMu
 	register net.Listener       // registration address; nil when off
 
 	procs  []*supervise.Process
@@ -410,39 +411,24 @@ func addrOf(ln net.Listener) string {
 // ones. It returns once everything is listening; servants join as they come
 // up, and calls that arrive before wait in the queue.
 func (b *Balancer) Start() error {
-	var err error
-	if b.cfg.NativeAddr != "" {
-		if b.nativeLn, err = net.Listen("tcp", b.cfg.NativeAddr); err != nil {
-			return fmt.Errorf("native front end: %w", err)
+	for _, l := range []struct {
+		addr, what string
+		ln         *net.Listener
+	}{
+		{b.cfg.NativeAddr, "native front end", &b.nativeLn},
+		{b.cfg.HTTPAddr, "HTTP front end", &b.httpLn},
+		{b.cfg.Admin, "admin endpoint", &b.adminLn},
+		{b.cfg.RegisterAddr, "registration address", &b.register},
+	} {
+		if l.addr == "" {
+			continue
 		}
-	}
-	if b.cfg.HTTPAddr != "" {
-		if b.httpLn, err = net.Listen("tcp", b.cfg.HTTPAddr); err != nil {
-			if b.nativeLn != nil {
-				b.nativeLn.Close()
-			}
-			return fmt.Errorf("HTTP front end: %w", err)
+		ln, err := net.Listen("tcp", l.addr)
+		if err != nil {
+			b.closeListeners()
+			return fmt.Errorf("%s: %w", l.what, err)
 		}
-	}
-	if b.cfg.Admin != "" {
-		if b.adminLn, err = net.Listen("tcp", b.cfg.Admin); err != nil {
-			for _, ln := range []net.Listener{b.nativeLn, b.httpLn} {
-				if ln != nil {
-					ln.Close()
-				}
-			}
-			return fmt.Errorf("admin endpoint: %w", err)
-		}
-	}
-	if b.cfg.RegisterAddr != "" {
-		if b.register, err = net.Listen("tcp", b.cfg.RegisterAddr); err != nil {
-			for _, ln := range []net.Listener{b.nativeLn, b.httpLn, b.adminLn} {
-				if ln != nil {
-					ln.Close()
-				}
-			}
-			return fmt.Errorf("registration address: %w", err)
-		}
+		*l.ln = ln
 	}
 	b.ctx, b.cancel = context.WithCancel(context.Background())
 	b.started = time.Now()
@@ -496,12 +482,7 @@ func (b *Balancer) Start() error {
 	}
 
 	if b.register != nil {
-		reg := register.New(register.Config{Secret: b.cfg.RegisterSecret, MaxFrame: b.cfg.MaxFrame, Log: b.log,
-			Join: func(r *register.Registration) (func(), error) {
-				b.joinMu.Lock()
-				defer b.joinMu.Unlock()
-				return b.join(r.Name, r.Conn, r.Reader, r.Params)
-			}})
+		reg := register.New(register.Config{Secret: b.cfg.RegisterSecret, MaxFrame: b.cfg.MaxFrame, Log: b.log, Join: b.join})
 		b.wg.Add(1)
 		go func() {
 			defer b.wg.Done()
@@ -574,13 +555,18 @@ func randomSecret() string {
 
 func (b *Balancer) abort() {
 	b.cancel()
+	b.closeListeners()
+	supervise.StopAll(b.procs, time.Second)
+	b.wg.Wait()
+}
+
+// closeListeners closes the listeners Start opened.
+func (b *Balancer) closeListeners() {
 	for _, ln := range []net.Listener{b.nativeLn, b.httpLn, b.adminLn, b.register} {
 		if ln != nil {
 			ln.Close()
 		}
 	}
-	supervise.StopAll(b.procs, time.Second)
-	b.wg.Wait()
 }
 
 // Shutdown stops the balancer without losing a call: it stops accepting

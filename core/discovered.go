@@ -7,8 +7,6 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/backoff"
 
 	"github.com/mserve/mserve/core/discover"
 	"github.com/mserve/mserve/sdk/announce"
@@ -28,14 +26,6 @@ func (e *DiscoveryError) Error() string {
 
 // Unwrap returns the reason.
 func (e *DiscoveryError) Unwrap() error { return e.Err }
-
-// etcdRedial redials etcd at least every 3s while it is unreachable
-// (gRPC's default backoff grows to 2 minutes, which would leave mserve
-// that long behind etcd's return).
-var etcdRedial = grpc.WithConnectParams(grpc.ConnectParams{
-	Backoff:           backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 3 * time.Second},
-	MinConnectTimeout: 3 * time.Second,
-})
 
 // etcdStartTimeout bounds connecting to etcd and the first listing.
 var etcdStartTimeout = 5 * time.Second
@@ -65,12 +55,9 @@ func (b *Balancer) startDiscovery() error {
 	if len(b.cfg.Etcd) == 0 {
 		return nil
 	}
-	client, err := clientv3.New(clientv3.Config{
-		Endpoints: b.cfg.Etcd, DialTimeout: etcdStartTimeout,
-		DialKeepAliveTime: 10 * time.Second, DialKeepAliveTimeout: 3 * time.Second,
-		DialOptions: []grpc.DialOption{etcdRedial},
-		Logger:      b.log.Named("etcd").WithOptions(zap.IncreaseLevel(zap.ErrorLevel)),
-	})
+	cfg := announce.ClientConfig(b.cfg.Etcd, b.log) // redials at least every 3s while etcd is unreachable
+	cfg.DialTimeout = etcdStartTimeout
+	client, err := clientv3.New(cfg)
 	if err != nil {
 		return &DiscoveryError{Endpoints: b.cfg.Etcd, Err: err}
 	}

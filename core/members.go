@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"strings"
 	"time"
 
@@ -13,6 +12,7 @@ import (
 	"github.com/mserve/mserve/core/algo"
 	"github.com/mserve/mserve/core/engine"
 	"github.com/mserve/mserve/core/link"
+	"github.com/mserve/mserve/core/register"
 	"github.com/mserve/mserve/sdk/jsonrpc"
 	"github.com/mserve/mserve/sdk/wire"
 )
@@ -43,19 +43,23 @@ func (b *Balancer) linkConfig(name, addr, secret string) link.Config {
 // addLink adds a servant mserve dials and starts its link. local servants
 // are redialled quickly while their process starts.
 func (b *Balancer) addLink(spec engine.ServantSpec, secret string, local bool) servantLink {
-	cfg := b.linkConfig(spec.Name, spec.Addr, secret)
+	l := b.dialLink(spec.Name, spec.Addr, secret, local)
+	b.startMember(spec, l, false)
+	return l
+}
+
+// dialLink returns a link that dials the servant at addr: over HTTP for an
+// http(s):// URL, else over the native protocol.
+func (b *Balancer) dialLink(name, addr, secret string, local bool) servantLink {
+	cfg := b.linkConfig(name, addr, secret)
 	if local {
 		cfg.MaxBackoff = 50 * time.Millisecond // a local process starting: dialling often is cheap and finds it sooner
 		cfg.SameName = true                    // mserve named it (MSERVE_SERVANT_NAME)
 	}
-	var l servantLink
-	if strings.HasPrefix(spec.Addr, "http://") || strings.HasPrefix(spec.Addr, "https://") {
-		l = link.NewHTTP(cfg)
-	} else {
-		l = link.New(cfg)
+	if strings.HasPrefix(addr, "http://") || strings.HasPrefix(addr, "https://") {
+		return link.NewHTTP(cfg)
 	}
-	b.startMember(spec, l, false)
-	return l
+	return link.New(cfg)
 }
 
 // startMember adds the servant to the engine with l as its transport and
@@ -96,17 +100,11 @@ func (b *Balancer) AddServant(spec ServantSpec) error {
 	b.mu.Lock()
 	_, taken := b.members[spec.Name]
 	b.mu.Unlock()
-	if taken {
+	if taken || b.joining[spec.Name] {
 		return fmt.Errorf("a servant named %q is already in the balancer", spec.Name)
 	}
 	b.gate.Expect(spec.Name)
-	cfg := b.linkConfig(spec.Name, spec.Addr, b.cfg.ServantSecret)
-	var l servantLink
-	if strings.HasPrefix(spec.Addr, "http://") || strings.HasPrefix(spec.Addr, "https://") {
-		l = link.NewHTTP(cfg)
-	} else {
-		l = link.New(cfg)
-	}
+	l := b.dialLink(spec.Name, spec.Addr, b.cfg.ServantSecret, false)
 	b.startMember(engine.ServantSpec{Name: spec.Name, Addr: spec.Addr, Slots: spec.Slots, Tags: spec.Tags}, l, true)
 	b.log.Info("servant added", zap.String("servant", spec.Name), zap.String("addr", spec.Addr))
 	return nil
@@ -138,18 +136,25 @@ func (b *Balancer) RemoveServant(name string, cause error) error {
 	return nil
 }
 
-// join adds a servant that registered on conn (see core/register). A
-// servant already registered under the name is replaced if it is failing
-// its health checks (most likely the same servant come back before its
-// old connection was seen to die); while it is healthy, the newcomer is
-// refused with a conflict it may retry. The returned function starts
-// serving the connection; call it after answering the registration.
-func (b *Balancer) join(name string, conn net.Conn, r *wire.Reader, p *wire.RegisterParams) (func(), error) {
+// join adds a servant that registered (see core/register): it is
+// register.Config.Join. A servant already registered under the name is
+// replaced if it is failing its health checks (most likely the same servant
+// come back before its old connection was seen to die); while it is
+// healthy, the newcomer is refused with a conflict it may retry. The
+// returned function starts serving the connection; call it after answering
+// the registration.
+func (b *Balancer) join(reg *register.Registration) (func(bool), error) {
+	name, conn, p := reg.Name, reg.Conn, reg.Params
+	b.joinMu.Lock() // no other addition under the same name meanwhile
+	defer b.joinMu.Unlock()
 	b.mu.Lock()
 	old := b.members[name]
 	b.mu.Unlock()
 	if old != nil && !old.dynamic {
 		return nil, fmt.Errorf("the name %q belongs to a servant configured at launch; register under another name", name)
+	}
+	if b.joining[name] {
+		return nil, jsonrpc.Errorf(jsonrpc.Conflict, "conflict: a servant is registering as %q right now; retry later, or register under another name", name)
 	}
 	if old != nil {
 		if old.servant.View().Healthy {
@@ -158,10 +163,23 @@ func (b *Balancer) join(name string, conn net.Conn, r *wire.Reader, p *wire.Regi
 		b.RemoveServant(name, errors.New("replaced by a new registration under the same name"))
 	}
 	addr := conn.RemoteAddr().String()
-	l := link.Adopt(b.linkConfig(name, addr, ""), conn, r, &wire.HelloResult{
+	l := link.Adopt(b.linkConfig(name, addr, ""), conn, reg.Reader, &wire.HelloResult{
 		Protocol: p.Protocol, Name: p.Name, Slots: p.Slots, Tags: p.Tags, Functions: p.Functions,
 	})
-	return func() {
+	// The name is held from now until the servant has been told it joined
+	// (or telling it failed), so that no other registration takes it
+	// meanwhile.
+	if b.joining == nil {
+		b.joining = map[string]bool{}
+	}
+	b.joining[name] = true
+	return func(told bool) {
+		b.joinMu.Lock()
+		defer b.joinMu.Unlock()
+		delete(b.joining, name)
+		if !told {
+			return
+		}
 		m := b.startMember(engine.ServantSpec{Name: name, Addr: addr}, l, true)
 		// When the servant hangs up, it leaves.
 		go func() {

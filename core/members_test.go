@@ -4,13 +4,16 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"net"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/mserve/mserve/core/register"
 	"github.com/mserve/mserve/sdk/client"
 	"github.com/mserve/mserve/sdk/jsonrpc"
 	"github.com/mserve/mserve/sdk/servant"
+	"github.com/mserve/mserve/sdk/wire"
 )
 
 const testRegisterSecret = "let-me-in"
@@ -319,4 +322,37 @@ func TestSetAlgorithmAndRoutingLive(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestJoinHoldsTheNameUntilTheServantIsTold: between admitting a
+// registration and telling the servant it joined, the name is taken: a
+// second registration under it is refused as a conflict, and when telling
+// the first failed the name is free again and no servant was added.
+func TestJoinHoldsTheNameUntilTheServantIsTold(t *testing.T) {
+	b := startRegistering(t, 0)
+	reg := func() *register.Registration {
+		c1, c2 := net.Pipe()
+		t.Cleanup(func() { c1.Close(); c2.Close() })
+		return &register.Registration{Name: "w1", Params: &wire.RegisterParams{Name: "w1", Slots: 1}, Conn: c1, Reader: wire.NewReader(c1, 0)}
+	}
+	start, err := b.join(reg())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var je *jsonrpc.Error
+	if _, err := b.join(reg()); !errors.As(err, &je) || je.Code != jsonrpc.Conflict {
+		t.Fatalf("a second registration while the first is being told: %v, want a conflict", err)
+	}
+	if err := b.AddServant(ServantSpec{Name: "w1", Addr: "127.0.0.1:1"}); err == nil {
+		t.Fatal("AddServant took a name a registration holds")
+	}
+	start(false) // telling the servant failed
+	if n := len(b.Status().Servants); n != 0 {
+		t.Errorf("%d servants after a registration that was never told, want 0", n)
+	}
+	start2, err := b.join(reg())
+	if err != nil {
+		t.Fatalf("the name was not freed: %v", err)
+	}
+	start2(false)
 }

@@ -2,6 +2,8 @@ package core
 
 import (
 	"slices"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/mserve/mserve/core/engine"
@@ -124,7 +126,7 @@ func (b *Balancer) Status() Status {
 			ss.P50Ms = float64(querylog.Percentile(ds, 0.5)) / float64(time.Millisecond)
 			ss.P99Ms = float64(querylog.Percentile(ds, 0.99)) / float64(time.Millisecond)
 		}
-		if _, i := b.Servant(v.Name); i >= 0 && i < len(b.procs) {
+		if i := b.procIndex(v.Name); i >= 0 {
 			ss.Pid, ss.Restarts = b.procs[i].Pid(), b.procs[i].Restarts()
 		}
 		s.Servants = append(s.Servants, ss)
@@ -156,12 +158,18 @@ func (b *Balancer) Servant(name string) (*engine.Servant, int) {
 	if s == nil {
 		return nil, -1
 	}
-	for i := range b.procs {
-		if spawnName(i) == name {
-			return s, i
-		}
+	return s, b.procIndex(name)
+}
+
+// procIndex returns the index in b.procs of the process of the servant
+// called name (spawnName), or -1 when mserve does not run it.
+func (b *Balancer) procIndex(name string) int {
+	n, ok := strings.CutPrefix(name, "s")
+	i, err := strconv.Atoi(n)
+	if !ok || err != nil || i < 1 || i > len(b.procs) || spawnName(i-1) != name {
+		return -1
 	}
-	return s, -1
+	return i - 1
 }
 
 // snapshot is what the metrics read at each scrape.

@@ -16,8 +16,6 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/backoff"
 
 	"github.com/mserve/mserve/sdk/announce"
 	"github.com/mserve/mserve/sdk/client"
@@ -107,13 +105,7 @@ func announceMain(args []string) int {
 	defer log.Sync()
 	log = log.With(zap.String("servant", o.name), zap.String("key", announce.Key(o.prefix, o.name)))
 
-	cli, err := clientv3.New(clientv3.Config{Endpoints: o.etcd, DialTimeout: 5 * time.Second,
-		DialKeepAliveTime: 10 * time.Second, DialKeepAliveTimeout: 3 * time.Second,
-		Logger: log.Named("etcd").WithOptions(zap.IncreaseLevel(zap.ErrorLevel)),
-		DialOptions: []grpc.DialOption{grpc.WithConnectParams(grpc.ConnectParams{ // redial at least every 3s, not gRPC's 2 minutes
-			Backoff:           backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 3 * time.Second},
-			MinConnectTimeout: 3 * time.Second,
-		})}})
+	cli, err := clientv3.New(announce.ClientConfig(o.etcd, log)) // redials at least every 3s, not gRPC's 2 minutes
 	if err == nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		_, err = cli.Get(ctx, announce.Key(o.prefix, o.name))

@@ -2,7 +2,6 @@ package allow
 
 import (
 	"fmt"
-	"net"
 	"os"
 	"slices"
 	"sync"
@@ -258,11 +257,8 @@ func (g *Gate) Authenticate(user, secret, source string) (string, *jsonrpc.Error
 	}
 	u, err := p.Authenticate(user, secret)
 	if err != nil {
-		host := source
-		if h, _, err := net.SplitHostPort(source); err == nil {
-			host = h // one client retrying from new ports is one source
-		}
-		if n, ok := g.authLog.Allow(host, time.Now()); ok {
+		// One client retrying from new ports is one source.
+		if n, ok := g.authLog.AllowSource(source, time.Now()); ok {
 			g.log.Warn("authentication failed", zap.String("source", source), zap.String("user", user),
 				zap.Int("failures_since_last_report", n))
 		}

@@ -29,6 +29,7 @@ import (
 	"go.uber.org/zap"
 	"google.golang.org/grpc/connectivity"
 
+	"github.com/mserve/mserve/core/logging"
 	"github.com/mserve/mserve/sdk/announce"
 )
 
@@ -90,7 +91,7 @@ type Discovery struct {
 	settings map[string]string  // the value last seen for each setting key present
 	inForce  map[string]string  // each setting's value as last applied (at first, the flags')
 	rev      int64              // the revision the last listing saw
-	limit    limiter
+	limit    logging.Limiter    // repeated warnings, once per key every logging.LimitPeriod
 
 	mu    sync.Mutex // guards stats
 	stats Stats
@@ -118,7 +119,6 @@ func New(cfg Config) *Discovery {
 		servantsDir: announce.ServantsDir(root), configDir: root + "/config/",
 		known: map[string]Servant{}, settings: map[string]string{},
 		inForce: map[string]string{KeyAlgorithm: cfg.Algorithm, KeyRouting: cfg.Routing},
-		limit:   limiter{every: 10 * time.Second, last: map[string]time.Time{}},
 	}
 }
 
@@ -382,10 +382,11 @@ func (d *Discovery) knownCount() int {
 	return d.stats.Added - d.stats.Removed
 }
 
-// logLimited logs a warning under key at most once per limiter period.
+// logLimited logs a warning under key at most once per
+// logging.LimitPeriod.
 func (d *Discovery) logLimited(key, msg string, fields ...zap.Field) {
-	if d.limit.allow(key, time.Now()) {
-		d.log.Warn(msg, fields...)
+	if n, ok := d.limit.Allow(key, time.Now()); ok {
+		d.log.Warn(msg, append(fields, zap.Int("suppressed_since_last_report", n))...)
 	}
 }
 
@@ -395,21 +396,4 @@ func truncate(b []byte) []byte {
 		return append(b[:200:200], "…"...)
 	}
 	return b
-}
-
-// limiter lets a message through once per period per key.
-type limiter struct {
-	every time.Duration
-	last  map[string]time.Time
-}
-
-func (l *limiter) allow(key string, now time.Time) bool {
-	if t, ok := l.last[key]; ok && now.Sub(t) < l.every {
-		return false
-	}
-	if len(l.last) >= 1024 { // bounded: forget everything rather than grow
-		clear(l.last)
-	}
-	l.last[key] = now
-	return true
 }

@@ -227,11 +227,7 @@ func isFramingError(err error) bool {
 }
 
 func (a *Agent) authFailed(peer, reason string) {
-	host := peer
-	if h, _, err := net.SplitHostPort(peer); err == nil {
-		host = h // one client retrying from new ports is one source
-	}
-	if n, ok := a.authLog.Allow(host, time.Now()); ok {
+	if n, ok := a.authLog.AllowSource(peer, time.Now()); ok {
 		a.log.Warn("launcher authentication failed; connection closed", zap.String("source", peer),
 			zap.String("reason", reason), zap.Int("failures_since_last_report", n))
 	}

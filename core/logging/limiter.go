@@ -1,6 +1,7 @@
 package logging
 
 import (
+	"net"
 	"sync"
 	"time"
 )
@@ -24,7 +25,7 @@ type Limiter struct {
 func (l *Limiter) Allow(key string, now time.Time) (suppressed int, ok bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.last == nil || len(l.last) > 4096 {
+	if l.last == nil || len(l.last) >= 4096 {
 		l.last, l.held = map[string]time.Time{}, map[string]int{}
 	}
 	if t, seen := l.last[key]; seen && now.Sub(t) < LimitPeriod {
@@ -35,4 +36,14 @@ func (l *Limiter) Allow(key string, now time.Time) (suppressed int, ok bool) {
 	l.last[key] = now
 	delete(l.held, key)
 	return n, true
+}
+
+// AllowSource is Allow keyed by the host of source, a host:port (or by
+// source itself when it has no port): one client retrying from new ports
+// is one source.
+func (l *Limiter) AllowSource(source string, now time.Time) (suppressed int, ok bool) {
+	if host, _, err := net.SplitHostPort(source); err == nil {
+		source = host
+	}
+	return l.Allow(source, now)
 }

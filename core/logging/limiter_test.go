@@ -38,3 +38,30 @@ func TestLimiter(t *testing.T) {
 		t.Errorf("limiter holds %d sources", len(l.last))
 	}
 }
+
+// AllowSource counts the ports of one host as one source.
+func TestLimiterAllowSource(t *testing.T) {
+	var l Limiter
+	t0 := time.Date(2026, 1, 2, 9, 0, 0, 0, time.UTC)
+	steps := []struct {
+		source     string
+		ok         bool
+		suppressed int
+	}{
+		{"10.0.0.1:4000", true, 0},
+		{"10.0.0.1:4001", false, 0},
+		{"10.0.0.2:4000", true, 0},
+		{"[::1]:4000", true, 0},
+		{"[::1]:4001", false, 0},
+		{"pipe", true, 0}, // no port: the whole address is the source
+		{"pipe", false, 0},
+	}
+	for i, s := range steps {
+		if n, ok := l.AllowSource(s.source, t0); ok != s.ok || n != s.suppressed {
+			t.Errorf("step %d: AllowSource(%s) = %d, %v; want %d, %v", i, s.source, n, ok, s.suppressed, s.ok)
+		}
+	}
+	if n, ok := l.Allow("10.0.0.1", t0.Add(LimitPeriod)); !ok || n != 1 {
+		t.Errorf("Allow(10.0.0.1) a period later = %d, %v; want 1 held back from the other port", n, ok)
+	}
+}

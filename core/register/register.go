@@ -32,9 +32,10 @@ type Registration struct {
 
 // Joiner admits a registered servant. It returns an error (sent to the
 // servant: a *jsonrpc.Error as it is, any other as invalid params) to
-// refuse it, or a function that starts serving the connection, which is
-// called once the servant has been told it joined.
-type Joiner func(r *Registration) (start func(), err error)
+// refuse it, or a function called exactly once when the servant has been
+// told it joined (told true: start serving the connection) or telling it
+// failed (told false: the connection is closed; undo the admission).
+type Joiner func(r *Registration) (start func(told bool), err error)
 
 // Config sets up a Server.
 type Config struct {
@@ -116,12 +117,12 @@ func (s *Server) handle(conn net.Conn) {
 		conn.Close()
 		return
 	}
-	start()
+	start(true)
 }
 
 // register runs the handshake. On success the servant has been answered
 // and the returned function starts its link.
-func (s *Server) register(conn net.Conn) (func(), error) {
+func (s *Server) register(conn net.Conn) (func(bool), error) {
 	conn.SetDeadline(time.Now().Add(s.cfg.HelloWait))
 	r := wire.NewReader(conn, s.cfg.MaxFrame)
 	frame, err := r.ReadFrame(nil)
@@ -166,6 +167,7 @@ func (s *Server) register(conn net.Conn) (func(), error) {
 	res, _ := json.Marshal(wire.RegisterResult{Protocol: wire.ProtocolVersion, Balancer: "mserve", Servant: name})
 	out := wire.AppendFrame(nil, jsonrpc.AppendResponse(nil, req.ID, res, nil, nil))
 	if _, err := conn.Write(out); err != nil {
+		start(false)
 		return nil, err
 	}
 	conn.SetDeadline(time.Time{})
@@ -205,11 +207,7 @@ func (s *Server) refuse(conn net.Conn, id []byte, e *jsonrpc.Error, name string)
 	conn.SetWriteDeadline(time.Now().Add(time.Second)) // the registration's own deadline may have passed
 	conn.Write(wire.AppendFrame(nil, jsonrpc.AppendErrorResponse(nil, id, e, nil)))
 	source := conn.RemoteAddr().String()
-	host, _, err := net.SplitHostPort(source)
-	if err != nil {
-		host = source
-	}
-	if n, ok := s.refused.Allow(host, time.Now()); ok {
+	if n, ok := s.refused.AllowSource(source, time.Now()); ok {
 		s.log.Warn("registration refused", zap.String("source", source), zap.String("name", name),
 			zap.String("error", e.Message), zap.Int("refusals_since_last_report", n))
 	}

@@ -102,12 +102,16 @@ func TestRegistration(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			joined := make(chan *Registration, 1)
 			started := make(chan struct{})
-			addr := serve(t, func(r *Registration) (func(), error) {
+			addr := serve(t, func(r *Registration) (func(bool), error) {
 				if tc.joinErr != nil {
 					return nil, tc.joinErr
 				}
 				joined <- r
-				return func() { close(started) }, nil
+				return func(told bool) {
+					if told {
+						close(started)
+					}
+				}, nil
 			})
 			resp, conn := exchange(t, addr, tc.frame)
 			if tc.wantCode == 0 {
@@ -164,7 +168,7 @@ func TestSilentConnectionIsDropped(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	go New(Config{Secret: secret, HelloWait: 50 * time.Millisecond, Join: func(*Registration) (func(), error) {
+	go New(Config{Secret: secret, HelloWait: 50 * time.Millisecond, Join: func(*Registration) (func(bool), error) {
 		return nil, errors.New("unreachable")
 	}}).Serve(ctx, ln)
 	resp, _ := exchange(t, ln.Addr().String(), nil)

@@ -34,9 +34,8 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.uber.org/zap"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/backoff"
+
+	"github.com/mserve/mserve/sdk/announce"
 )
 
 // record is one servant's résumé as shared in etcd.
@@ -154,18 +153,13 @@ func startStore(cfg Settings, logger *log.Logger) (*store, error) {
 	if logger == nil {
 		logger = log.New(os.Stderr, "resume: ", 0)
 	}
-	client, err := clientv3.New(clientv3.Config{Endpoints: cfg.Etcd, DialTimeout: 5 * time.Second,
-		DialKeepAliveTime: 10 * time.Second, DialKeepAliveTimeout: 3 * time.Second, Logger: zap.NewNop(),
-		DialOptions: []grpc.DialOption{grpc.WithConnectParams(grpc.ConnectParams{ // redial at least every 3s, not gRPC's 2 minutes
-			Backoff:           backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 3 * time.Second},
-			MinConnectTimeout: 3 * time.Second,
-		})}})
+	client, err := clientv3.New(announce.ClientConfig(cfg.Etcd, nil)) // redials at least every 3s, not gRPC's 2 minutes
 	if err != nil {
 		return nil, fmt.Errorf("etcd at %s: %w", strings.Join(cfg.Etcd, ","), err)
 	}
 	root := strings.TrimRight(cfg.EtcdPrefix, "/")
 	if cfg.EtcdPrefix == "" {
-		root = "/mserve"
+		root = announce.DefaultPrefix
 	}
 	s := &store{client: client, resumesDir: root + "/resumes/", configDir: root + "/config/resume/", base: cfg, log: logger,
 		pending: map[string][]byte{}, wake: make(chan struct{}, 1), records: map[string]*record{}, settings: map[string]string{}}

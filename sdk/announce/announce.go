@@ -49,6 +49,9 @@ import (
 
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 )
 
 // DefaultPrefix is the etcd prefix mserve uses unless told otherwise.
@@ -58,6 +61,29 @@ const DefaultPrefix = "/mserve"
 // after a servant is killed (without revoking its lease) etcd deletes its
 // key. etcd's default configuration grants no lease shorter than 2s.
 const DefaultTTL = 2 * time.Second
+
+// ClientConfig is the etcd client configuration mserve's own etcd clients
+// use (discovery, mserve announce, the resume plugin): 5s to dial,
+// keep-alive probes every 10s, and, while etcd is unreachable, a redial at
+// least every 3s (gRPC's default backoff grows to 2 minutes, which would
+// leave the client that long behind etcd's return). The client logs its
+// errors, only, to log, named "etcd"; a nil log discards them.
+func ClientConfig(endpoints []string, log *zap.Logger) clientv3.Config {
+	if log == nil {
+		log = zap.NewNop()
+	} else {
+		log = log.Named("etcd").WithOptions(zap.IncreaseLevel(zap.ErrorLevel))
+	}
+	return clientv3.Config{
+		Endpoints: endpoints, DialTimeout: 5 * time.Second,
+		DialKeepAliveTime: 10 * time.Second, DialKeepAliveTimeout: 3 * time.Second,
+		DialOptions: []grpc.DialOption{grpc.WithConnectParams(grpc.ConnectParams{
+			Backoff:           backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 3 * time.Second},
+			MinConnectTimeout: 3 * time.Second,
+		})},
+		Logger: log,
+	}
+}
 
 // Servant is what a servant key says: where mserve reaches the servant and
 // how it may use it. It is the key's JSON value.

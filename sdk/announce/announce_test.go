@@ -3,11 +3,13 @@ package announce_test
 import (
 	"context"
 	"encoding/json"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
 
 	"github.com/mserve/mserve/sdk/announce"
 	"github.com/mserve/mserve/sdk/announce/etcdtest"
@@ -135,5 +137,27 @@ func TestServantJSON(t *testing.T) {
 	}
 	if k := announce.Key("/mserve/", "s1"); k != "/mserve/servants/s1" {
 		t.Errorf("Key = %s", k)
+	}
+}
+
+// ClientConfig fills what mserve's etcd clients share; a nil logger
+// discards the client's logs rather than leaving etcd to make its own.
+func TestClientConfig(t *testing.T) {
+	eps := []string{"10.0.0.2:2379", "10.0.0.3:2379"}
+	for _, log := range []*zap.Logger{nil, zap.NewExample()} {
+		c := announce.ClientConfig(eps, log)
+		if !slices.Equal(c.Endpoints, eps) || c.DialTimeout != 5*time.Second ||
+			c.DialKeepAliveTime != 10*time.Second || c.DialKeepAliveTimeout != 3*time.Second {
+			t.Errorf("ClientConfig(%v) = endpoints %v, dial timeout %v, keep-alive %v/%v", eps, c.Endpoints, c.DialTimeout,
+				c.DialKeepAliveTime, c.DialKeepAliveTimeout)
+		}
+		if len(c.DialOptions) != 1 {
+			t.Errorf("%d dial options; want the redial backoff", len(c.DialOptions))
+		}
+		if c.Logger == nil {
+			t.Error("no logger: the etcd client would make its own and log at info")
+		} else if c.Logger.Core().Enabled(zap.WarnLevel) {
+			t.Error("the client's logger passes warnings; want errors only")
+		}
 	}
 }

@@ -52,8 +52,8 @@ func Start(t testing.TB) *Server {
 	s := &Server{t: t, dir: t.TempDir()}
 	var err error
 	for attempt := 0; ; attempt++ { // free ports can be taken between finding and using them
-		s.clientURL = url.URL{Scheme: "http", Host: freeAddr(t)}
-		s.peerURL = url.URL{Scheme: "http", Host: freeAddr(t)}
+		s.clientURL = url.URL{Scheme: "http", Host: freeport.Test(t)}
+		s.peerURL = url.URL{Scheme: "http", Host: freeport.Test(t)}
 		if err = s.start(); err == nil || attempt == 2 {
 			break
 		}
@@ -158,10 +158,6 @@ func (s *Server) Compact(ctx context.Context) (int64, error) {
 	_, err = c.Compact(ctx, r.Header.Revision, clientv3.WithCompactPhysical())
 	return r.Header.Revision, err
 }
-
-// freeAddr returns a loopback address whose port was free a moment ago
-// and that this process has not handed out before.
-func freeAddr(t testing.TB) string { return freeport.Test(t) }
 
 // Proxy forwards TCP connections to a target address until cut, so that a
 // test can make etcd unreachable for one client only.
