@@ -203,10 +203,7 @@ func (s *Servant) Serve(ln net.Listener) error {
 	for {
 		nc, err := ln.Accept()
 		if err != nil {
-			s.mu.Lock()
-			stopping := s.stopping
-			s.mu.Unlock()
-			if stopping || errors.Is(err, net.ErrClosed) {
+			if s.isStopping() || errors.Is(err, net.ErrClosed) {
 				return nil
 			}
 			return err
@@ -276,10 +273,8 @@ func Main(s *Servant, addr string) {
 	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
 	served := make(chan error, 1)
 	if balancer := os.Getenv(EnvBalancer); balancer != "" {
-		ctx, stop := context.WithCancel(context.Background())
-		defer stop()
-		go func() {
-			if err := s.Register(ctx, balancer, os.Getenv(EnvRegisterSecret)); err != nil {
+		go func() { // Register ends with Shutdown, below
+			if err := s.Register(context.Background(), balancer, os.Getenv(EnvRegisterSecret)); err != nil {
 				served <- err
 			}
 		}()
