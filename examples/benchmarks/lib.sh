@@ -2,6 +2,7 @@
 #
 #   . "$(dirname "$0")/lib.sh"
 #   bench_init              # sets here, root, bin, out, tmp; cleans up on exit
+#   bench_paths             # only sets here, root, bin and out (report.sh)
 #   start NAME CMD ARGS...  # runs CMD in the background, logs to $tmp/NAME.log
 #   wait_port 127.0.0.1:7101
 #
@@ -9,13 +10,17 @@
 # SIGKILL after a grace period) when the script exits for any reason, and
 # the temporary folder is removed: nothing keeps running after a script.
 
-bench_init() {
+bench_paths() {
 	here=$(cd "$(dirname "$0")" && pwd)
 	root=$(cd "$here/../.." && pwd)
 	bin=${BIN:-$root/bin}
 	case $bin in /*) ;; *) bin=$root/$bin ;; esac
 	out=${OUT:-$here/results}
 	mkdir -p "$out"
+}
+
+bench_init() {
+	bench_paths
 	tmp=$(mktemp -d "${TMPDIR:-/tmp}/mserve-bench.XXXXXX")
 	pids=()
 	trap bench_cleanup EXIT

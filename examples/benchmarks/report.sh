@@ -9,16 +9,15 @@
 # Each script stops everything it started; together they take about 10
 # minutes on the 2-vCPU machine of docs/BENCHMARKS.md.
 set -euo pipefail
-here=$(cd "$(dirname "$0")" && pwd)
-root=$(cd "$here/../.." && pwd)
-out=${OUT:-$here/results}
+. "$(dirname "$0")/lib.sh"
+bench_paths
 export OUT=$out
 if [ -z "${ONLY_DOC:-}" ]; then
 	"$here/peers.sh"
 	"$here/locality.sh"
 	"$here/uneven.sh"
 	"$here/scale.sh"
-	(. "$here/lib.sh" && machine >"$out/machine.txt")
+	machine >"$out/machine.txt"
 fi
 cd "$root"
 go run ./examples/benchmarks/report doc "$out" "$root/docs/BENCHMARKS.md" # also writes the *-all and *-summary CSVs

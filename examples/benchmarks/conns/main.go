@@ -13,7 +13,6 @@ import (
 	"flag"
 	"fmt"
 	"log"
-	"net"
 	"os"
 	"os/signal"
 	"sync"
@@ -34,7 +33,8 @@ func main() {
 	defer stop()
 	clients := make([]*client.Client, *n)
 	var failed atomic.Int64
-	var firstErr atomic.Value
+	var firstErrOnce sync.Once
+	var firstErr error // atomic.Value would panic on a second error of another type
 	sem := make(chan struct{}, *par)
 	var wg sync.WaitGroup
 	for i := range clients {
@@ -45,10 +45,8 @@ func main() {
 			defer func() { <-sem }()
 			cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 			defer cancel()
-			var d net.Dialer
-			nc, err := d.DialContext(cctx, "tcp", *addr)
+			c, err := client.Dial(cctx, *addr, client.MaxFrame(1<<20))
 			if err == nil {
-				c := client.New(nc, 1<<20)
 				if _, err = c.CallRaw(cctx, "rpc.ping", nil); err == nil {
 					clients[i] = c
 					return
@@ -56,12 +54,12 @@ func main() {
 				c.Close()
 			}
 			failed.Add(1)
-			firstErr.CompareAndSwap(nil, err)
+			firstErrOnce.Do(func() { firstErr = err })
 		}()
 	}
 	wg.Wait()
 	if f := failed.Load(); f > 0 {
-		log.Fatalf("conns: %d of %d connections failed; first: %v", f, *n, firstErr.Load())
+		log.Fatalf("conns: %d of %d connections failed; first: %v", f, *n, firstErr)
 	}
 	fmt.Printf("ready %d\n", *n)
 	os.Stdout.Sync()

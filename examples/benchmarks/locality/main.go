@@ -16,7 +16,6 @@
 package main
 
 import (
-	"container/list"
 	"context"
 	"encoding/json"
 	"flag"
@@ -25,14 +24,12 @@ import (
 	"log"
 	"math/rand/v2"
 	"os"
-	"slices"
 	"sort"
 	"strconv"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"time"
 
+	"github.com/mserve/mserve/core/querylog"
 	"github.com/mserve/mserve/examples/benchmarks/internal/bench"
 	"github.com/mserve/mserve/sdk/client"
 )
@@ -130,56 +127,32 @@ func replay(o *options, seq []string) error {
 	defer cl.Close()
 	res := make([]outcome, len(seq))
 	runStart := time.Now()
-	var next atomic.Int64
-	var measuredStart atomic.Int64 // unix ns when the first measured call was taken
-	var wg sync.WaitGroup
-	var firstErr atomic.Value
-	for range o.conc {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			params := make([]byte, 0, 32)
-			for ctx.Err() == nil {
-				i := int(next.Add(1) - 1)
-				if i >= len(seq) {
-					return
-				}
-				if i == o.warmup {
-					measuredStart.Store(time.Now().UnixNano())
-				}
-				params = append(append(append(params[:0], `["`...), seq[i]...), `"]`...)
-				t0 := time.Now()
-				resp, err := cl.CallRaw(ctx, "get", params)
-				lat := time.Since(t0)
-				if err != nil {
-					if ctx.Err() == nil {
-						firstErr.CompareAndSwap(nil, err)
-					}
-					continue
-				}
-				var info struct {
-					Servant   string `json:"servant"`
-					Hit       bool   `json:"hit"`
-					Elapsed   int64  `json:"elapsed_ns"`
-					Execution int64  `json:"execution_ns"`
-				}
-				json.Unmarshal(resp.InfoRaw, &info)
-				res[i] = outcome{servant: info.Servant, hit: info.Hit, lat: lat, ok: true,
-					wait: time.Duration(info.Elapsed - info.Execution), execution: time.Duration(info.Execution)}
-			}
-		}()
-	}
-	wg.Wait()
+	measuredStart, err := bench.Replay(ctx, o.conc, len(seq), o.warmup, func(ctx context.Context, i int) error {
+		t0 := time.Now()
+		resp, err := cl.CallRaw(ctx, "get", []byte(`["`+seq[i]+`"]`))
+		lat := time.Since(t0)
+		if err != nil {
+			return err
+		}
+		var info struct {
+			client.Info
+			Hit bool `json:"hit"` // set by lruservant
+		}
+		json.Unmarshal(resp.InfoRaw, &info)
+		res[i] = outcome{servant: info.Servant, hit: info.Hit, lat: lat, ok: true,
+			wait: info.Elapsed() - info.Execution(), execution: info.Execution()}
+		return nil
+	})
 	end := time.Now()
-	if e := firstErr.Load(); e != nil {
-		return fmt.Errorf("a call failed: %v", e)
+	if err != nil {
+		return fmt.Errorf("a call failed: %v", err)
 	}
 	if ctx.Err() != nil {
 		// Stopped at the time limit: report every call that was answered,
 		// warm-up included, over the whole run.
 		return report(o, seq, res, end.Sub(runStart), false)
 	}
-	return report(o, seq[o.warmup:], res[o.warmup:], end.Sub(time.Unix(0, measuredStart.Load())), true)
+	return report(o, seq[o.warmup:], res[o.warmup:], end.Sub(measuredStart), true)
 }
 
 func report(o *options, keys []string, res []outcome, elapsed time.Duration, finished bool) error {
@@ -208,7 +181,6 @@ func report(o *options, keys []string, res []outcome, elapsed time.Duration, fin
 		}
 	}
 	calls := len(lats)
-	slices.Sort(lats)
 	rate, rateS := 0.0, "" // no rate for a simulation
 	if elapsed > 0 {
 		rate = float64(calls) / elapsed.Seconds()
@@ -216,7 +188,7 @@ func report(o *options, keys []string, res []outcome, elapsed time.Duration, fin
 	}
 	maxShare, minShare := shares(perServant, calls, o.servants)
 	row := []string{strconv.Itoa(o.round), o.workload, o.algo, strconv.Itoa(calls), strconv.FormatBool(finished),
-		ratio(hits, calls), rateS, bench.Us(bench.Percentile(lats, 0.5)), bench.Us(bench.Percentile(lats, 0.99)),
+		ratio(hits, calls), rateS, bench.Us(querylog.Percentile(lats, 0.5)), bench.Us(querylog.Percentile(lats, 0.99)),
 		counts(perServant), ratio(maxShare, calls), ratio(minShare, calls), "", "", "", ""}
 	if calls > 0 && elapsed > 0 {
 		row[14], row[15] = bench.Us(wait/time.Duration(calls)), bench.Us(exec/time.Duration(calls))
@@ -268,32 +240,6 @@ func counts(m map[string]int) string {
 	return b.String()
 }
 
-// lru is a simulated cache.
-type lru struct {
-	size  int
-	items map[string]*list.Element
-	order *list.List
-}
-
-func newLRU(size int) *lru {
-	return &lru{size: size, items: map[string]*list.Element{}, order: list.New()}
-}
-
-// get reports a hit, or caches key after a miss.
-func (c *lru) get(key string) bool {
-	if e, ok := c.items[key]; ok {
-		c.order.MoveToFront(e)
-		return true
-	}
-	c.items[key] = c.order.PushFront(key)
-	if c.order.Len() > c.size {
-		old := c.order.Back()
-		c.order.Remove(old)
-		delete(c.items, old.Value.(string))
-	}
-	return false
-}
-
 // simulate replays seq through o.servants simulated caches, dealing calls
 // round robin and by key hash, and reports the measured part's hit rates;
 // then the bound no placement of keys on servants can beat: every servant's
@@ -302,9 +248,9 @@ func (c *lru) get(key string) bool {
 func simulate(o *options, seq []string) {
 	defer simulateBound(o, seq)
 	for _, mode := range []string{"sim-round-robin", "sim-hash-partition"} {
-		caches := make([]*lru, o.servants)
+		caches := make([]*bench.LRU, o.servants)
 		for i := range caches {
-			caches[i] = newLRU(o.cache)
+			caches[i] = bench.NewLRU(o.cache)
 		}
 		res := make([]outcome, len(seq))
 		for i, k := range seq {
@@ -314,7 +260,7 @@ func simulate(o *options, seq []string) {
 				h.Write([]byte(k))
 				s = int(h.Sum32() % uint32(o.servants))
 			}
-			res[i] = outcome{servant: "s" + strconv.Itoa(s+1), hit: caches[s].get(k), ok: true}
+			res[i] = outcome{servant: "s" + strconv.Itoa(s+1), hit: caches[s].Get(k), ok: true}
 		}
 		o.algo = mode
 		if err := report(o, seq[o.warmup:], res[o.warmup:], 0, true); err != nil {

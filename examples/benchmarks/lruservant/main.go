@@ -20,12 +20,12 @@
 package main
 
 import (
-	"container/list"
 	"context"
 	"flag"
 	"sync"
 	"time"
 
+	"github.com/mserve/mserve/examples/benchmarks/internal/bench"
 	"github.com/mserve/mserve/sdk/jsonrpc"
 	"github.com/mserve/mserve/sdk/servant"
 )
@@ -38,46 +38,31 @@ func main() {
 	miss := flag.Duration("miss", 2*time.Millisecond, "time a miss costs (sleep: a load from elsewhere)")
 	flag.Parse()
 
-	c := &cache{size: *size, hit: *hit, miss: *miss, items: map[string]*list.Element{}, order: list.New()}
+	c := &cache{hit: *hit, miss: *miss, lru: bench.NewLRU(*size)}
 	s := servant.New(servant.Slots(*slots))
 	s.MustHandle("get(key string)", c.get)
 	servant.Main(s, *addr)
 }
 
 type cache struct {
-	size      int
 	hit, miss time.Duration
 
-	mu    sync.Mutex
-	items map[string]*list.Element // key → element of order holding the key
-	order *list.List               // most recently used first
+	mu  sync.Mutex
+	lru *bench.LRU
 }
 
 // lookup reports whether key is cached, marking it most recently used.
 func (c *cache) lookup(key string) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if e, ok := c.items[key]; ok {
-		c.order.MoveToFront(e)
-		return true
-	}
-	return false
+	return c.lru.Touch(key)
 }
 
 // insert caches key, evicting the least recently used key when full.
 func (c *cache) insert(key string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if e, ok := c.items[key]; ok {
-		c.order.MoveToFront(e)
-		return
-	}
-	c.items[key] = c.order.PushFront(key)
-	for c.order.Len() > c.size {
-		old := c.order.Back()
-		c.order.Remove(old)
-		delete(c.items, old.Value.(string))
-	}
+	c.lru.Add(key)
 }
 
 func (c *cache) get(ctx context.Context, call *servant.Call) (any, error) {

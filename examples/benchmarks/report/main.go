@@ -10,6 +10,7 @@ package main
 
 import (
 	"bytes"
+	"encoding/csv"
 	"fmt"
 	"log"
 	"math"
@@ -64,14 +65,21 @@ func main() {
 type reporter struct{ dir string }
 
 func (r *reporter) read(name string) []map[string]string {
-	rows, err := bench.ReadCSV(filepath.Join(r.dir, name))
+	_, rows := r.table(name)
+	return rows
+}
+
+// table reads the CSV file name of r.dir: its header and rows; none when
+// the file is not there.
+func (r *reporter) table(name string) ([]string, []map[string]string) {
+	header, rows, err := bench.ReadTable(filepath.Join(r.dir, name))
 	if err != nil {
 		if os.IsNotExist(err) {
-			return nil
+			return nil, nil
 		}
 		log.Fatal("report: ", err)
 	}
-	return rows
+	return header, rows
 }
 
 func num(s string) float64 {
@@ -339,6 +347,16 @@ func locRate(row map[string]string) float64 {
 	return num(row["calls_per_s"])
 }
 
+// evenRate returns the calls/s of even's row, NaN when there is none.
+func evenRate(rows []map[string]string) float64 {
+	for _, row := range rows {
+		if row["algo"] == "even" {
+			return num(row["calls_per_s"])
+		}
+	}
+	return math.NaN()
+}
+
 func (r *reporter) locality() string {
 	var b strings.Builder
 	for _, w := range []string{"zipf", "hot"} {
@@ -346,12 +364,7 @@ func (r *reporter) locality() string {
 		if rows == nil {
 			continue
 		}
-		var even float64 = math.NaN()
-		for _, row := range rows {
-			if row["algo"] == "even" {
-				even = num(row["calls_per_s"])
-			}
-		}
+		even := evenRate(rows)
 		if w == "zipf" {
 			b.WriteString("Workload **zipf**: Zipf keys only.\n\n")
 			b.WriteString("| algorithm | hits | calls/s | ÷ even | calls/s in each round | p50 | p99 | mean wait in mserve | mean execution | calls per servant |\n|---|---|---|---|---|---|---|---|---|---|\n")
@@ -522,13 +535,8 @@ func (r *reporter) goals() string {
 		}
 	}
 	if rows := r.locRows("zipf"); rows != nil {
-		var even float64
+		even := evenRate(rows)
 		var bestHits, bestRate map[string]string
-		for _, row := range rows {
-			if row["algo"] == "even" {
-				even = num(row["calls_per_s"])
-			}
-		}
 		for _, row := range rows {
 			if strings.HasPrefix(row["algo"], "sim-") || row["algo"] == "bench.hash" {
 				continue // reference points, not mserve's algorithms
@@ -677,28 +685,21 @@ func (r *reporter) writeSummaries() {
 		{"locality.csv", "locality-summary.csv", "calls_per_s", []string{"workload", "algo"}},
 		{"uneven.csv", "uneven-summary.csv", "tiny_p99_us", []string{"c", "mode", "algo"}},
 	} {
-		rows := r.read(f.in)
+		header, rows := r.table(f.in)
 		if rows == nil {
 			continue
 		}
-		med := medianRows(rows, f.keys, f.by)
-		cols := []string{}
-		data, _ := os.ReadFile(filepath.Join(r.dir, f.in))
-		header, _, _ := strings.Cut(string(data), "\n")
-		cols = append(cols, strings.Split(strings.TrimSpace(header), ",")...)
 		var b bytes.Buffer
-		b.WriteString(strings.Join(cols, ",") + "\n")
-		for _, row := range med {
-			var vals []string
-			for _, c := range cols {
-				v := row[c]
-				if strings.ContainsAny(v, ",\"") {
-					v = `"` + strings.ReplaceAll(v, `"`, `""`) + `"`
-				}
-				vals = append(vals, v)
+		w := csv.NewWriter(&b)
+		w.Write(header)
+		for _, row := range medianRows(rows, f.keys, f.by) {
+			vals := make([]string, len(header))
+			for i, c := range header {
+				vals[i] = row[c]
 			}
-			b.WriteString(strings.Join(vals, ",") + "\n")
+			w.Write(vals)
 		}
+		w.Flush()
 		if err := os.WriteFile(filepath.Join(r.dir, f.out), b.Bytes(), 0o644); err != nil {
 			log.Fatal("report: ", err)
 		}

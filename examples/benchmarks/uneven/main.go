@@ -11,19 +11,16 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"flag"
 	"fmt"
 	"log"
 	"math/big"
 	"math/rand/v2"
 	"os"
-	"slices"
 	"strconv"
-	"sync"
-	"sync/atomic"
 	"time"
 
+	"github.com/mserve/mserve/core/querylog"
 	"github.com/mserve/mserve/examples/benchmarks/internal/bench"
 	"github.com/mserve/mserve/sdk/client"
 )
@@ -70,41 +67,19 @@ func main() {
 	defer cl.Close()
 	lat := make([]time.Duration, len(seq))
 	handler := make([]time.Duration, len(seq))
-	var next atomic.Int64
-	var start atomic.Int64
-	var wg sync.WaitGroup
-	var firstErr atomic.Value
-	for range *conc {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for ctx.Err() == nil {
-				i := int(next.Add(1) - 1)
-				if i >= len(seq) {
-					return
-				}
-				if i == *warmup {
-					start.Store(time.Now().UnixNano())
-				}
-				t0 := time.Now()
-				resp, err := cl.CallRaw(ctx, "is_prime", []byte("["+strconv.FormatInt(seq[i], 10)+"]"))
-				if err != nil {
-					firstErr.CompareAndSwap(nil, err)
-					return
-				}
-				lat[i] = time.Since(t0)
-				var info struct {
-					Handler int64 `json:"handler_ns"`
-				}
-				json.Unmarshal(resp.InfoRaw, &info)
-				handler[i] = time.Duration(info.Handler)
-			}
-		}()
-	}
-	wg.Wait()
-	elapsed := time.Since(time.Unix(0, start.Load()))
-	if e := firstErr.Load(); e != nil {
-		log.Fatalf("uneven: a call failed: %v", e)
+	start, err := bench.Replay(ctx, *conc, len(seq), *warmup, func(ctx context.Context, i int) error {
+		t0 := time.Now()
+		resp, err := cl.CallRaw(ctx, "is_prime", []byte("["+strconv.FormatInt(seq[i], 10)+"]"))
+		if err != nil {
+			return err
+		}
+		lat[i] = time.Since(t0)
+		handler[i] = time.Duration(resp.Info().HandlerNs)
+		return nil
+	})
+	elapsed := time.Since(start)
+	if err != nil {
+		log.Fatalf("uneven: a call failed: %v", err)
 	}
 	if ctx.Err() != nil {
 		log.Fatalf("uneven: not finished within %v", *maxRun)
@@ -119,10 +94,7 @@ func main() {
 			tiny = append(tiny, lat[i])
 		}
 	}
-	for _, s := range [][]time.Duration{all, tiny, hugeLat, hugeHandler} {
-		slices.Sort(s)
-	}
-	p := bench.Percentile
+	p := querylog.Percentile // sorts its slice
 	header := []string{"round", "c", "mode", "algo", "calls", "calls_per_s", "p50_us", "p99_us", "tiny_p50_us", "tiny_p99_us", "huge_p50_us", "huge_handler_p50_us"}
 	row := []string{strconv.Itoa(*round), strconv.Itoa(*conc), *mode, *algo, strconv.Itoa(len(all)), bench.F(float64(len(all))/elapsed.Seconds(), 0),
 		bench.Us(p(all, 0.5)), bench.Us(p(all, 0.99)), bench.Us(p(tiny, 0.5)), bench.Us(p(tiny, 0.99)),
@@ -159,11 +131,10 @@ func calibratePrime(target time.Duration) int64 {
 			best = min(best, time.Since(t0))
 		}
 		f := float64(target) / float64(best)
-		next := nextPrime(int64(float64(n) * f * f))
 		if f > 0.97 && f < 1.03 {
 			return n
 		}
-		n = next
+		n = nextPrime(int64(float64(n) * f * f))
 	}
 	return n
 }
