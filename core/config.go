@@ -87,15 +87,22 @@ type ServantSpec struct {
 	Addr  string   // host:port (native protocol) or http(s):// URL (JSON-RPC over HTTP)
 	Slots int      // calls it runs at once; 0 lets the servant say (default 1)
 	Tags  []string // labels algorithms may route by
+	// Conns, for an http(s):// servant, caps the requests in flight to it;
+	// calls sent while that many are go together as JSON-RPC batches. 0
+	// sends every call as a request of its own.
+	Conns int
 }
 
 // ParseServants parses a servant list: entries separated by commas or
 // spaces, each
 //
 //	[name@]host:port[?slots=N&tag=T&tag=U]      a servant speaking the native protocol
-//	[name@]http://host:port/path[?slots=N&…]    a JSON-RPC 2.0 server over HTTP
+//	[name@]http://host:port/path[?slots=N&conns=K&…]    a JSON-RPC 2.0 server over HTTP
 //
 // for example "10.0.0.5:7001,gpu1@10.0.0.6:7001?slots=4&tag=gpu,py@http://10.0.0.7:8000/".
+// conns (HTTP servants only) caps the requests in flight to the servant:
+// while K are, further calls wait in mserve and go together as one
+// JSON-RPC batch when a request ends.
 // (A URL's own query string cannot be given: '?' starts mserve's options.)
 func ParseServants(list string) ([]ServantSpec, error) {
 	var out []ServantSpec
@@ -118,7 +125,7 @@ func parseServant(entry string) (ServantSpec, error) {
 		}
 		spec.Name, addr = name, rest
 	}
-	if strings.HasPrefix(addr, "http://") || strings.HasPrefix(addr, "https://") {
+	if isHTTP(addr) {
 		u, err := url.Parse(addr)
 		if err != nil || u.Host == "" {
 			return spec, fmt.Errorf("bad URL %q: want http://host:port/path", addr)
@@ -130,6 +137,9 @@ func parseServant(entry string) (ServantSpec, error) {
 		}
 		if host == "" {
 			return spec, fmt.Errorf("missing host in %q", addr)
+		}
+		if i := strings.IndexFunc(host, notHostChar); i >= 0 {
+			return spec, fmt.Errorf("host %q: %q cannot be in a host name or IP address", host, host[i:i+1])
 		}
 		if p, err := strconv.Atoi(port); err != nil || p <= 0 || p > 65535 {
 			return spec, fmt.Errorf("port %q is not a number from 1 to 65535", port)
@@ -156,8 +166,17 @@ func parseServant(entry string) (ServantSpec, error) {
 			spec.Slots = n
 		case "tag":
 			spec.Tags = append(spec.Tags, values...)
+		case "conns":
+			n, err := strconv.Atoi(values[len(values)-1])
+			if err != nil || n <= 0 {
+				return spec, fmt.Errorf("conns must be a positive number, got %q", values[len(values)-1])
+			}
+			if !isHTTP(addr) {
+				return spec, fmt.Errorf("conns applies to http:// and https:// servants only (a native servant has one connection, which carries many calls)")
+			}
+			spec.Conns = n
 		default:
-			return spec, fmt.Errorf("unknown option %q (known: slots, tag)", key)
+			return spec, fmt.Errorf("unknown option %q (known: slots, tag, conns)", key)
 		}
 	}
 	return spec, nil
@@ -166,4 +185,16 @@ func parseServant(entry string) (ServantSpec, error) {
 // algoConfig is what the built-in algorithms read of c.
 func (c Config) algoConfig() algo.Config {
 	return algo.Config{RouteExpire: c.RouteExpire, WarmKeys: c.WarmKeys, WarmHot: c.WarmHot}
+}
+
+// isHTTP reports whether addr is a servant's http:// or https:// URL (else
+// it is host:port, the native protocol).
+func isHTTP(addr string) bool {
+	return strings.HasPrefix(addr, "http://") || strings.HasPrefix(addr, "https://")
+}
+
+// notHostChar reports whether r cannot appear in a host name or an IP
+// address (with an IPv6 zone).
+func notHostChar(r rune) bool {
+	return !('a' <= r && r <= 'z' || 'A' <= r && r <= 'Z' || '0' <= r && r <= '9' || strings.ContainsRune(".-_:%", r))
 }

@@ -464,7 +464,7 @@ func (b *Balancer) Start() error {
 				return fmt.Errorf("finding a port for servant %s: %w", spawnName(i), err)
 			}
 			name := spawnName(i)
-			l := b.addLink(engine.ServantSpec{Name: name, Addr: addr, Slots: b.cfg.SpawnSlots, Tags: b.cfg.SpawnTags}, localSecret, true)
+			l := b.addLink(engine.ServantSpec{Name: name, Addr: addr, Slots: b.cfg.SpawnSlots, Tags: b.cfg.SpawnTags}, localSecret, true, 0)
 			b.procs = append(b.procs, supervise.Start(supervise.Config{
 				Name: name, Command: b.cfg.Command[0], Args: b.cfg.Command[1:], Addr: addr,
 				Env:        []string{supervise.EnvSecret + "=" + localSecret},
@@ -474,7 +474,7 @@ func (b *Balancer) Start() error {
 		}
 	}
 	for _, s := range b.cfg.Servants {
-		b.addLink(engine.ServantSpec{Name: s.Name, Addr: s.Addr, Slots: s.Slots, Tags: s.Tags}, b.cfg.ServantSecret, false)
+		b.addLink(engine.ServantSpec{Name: s.Name, Addr: s.Addr, Slots: s.Slots, Tags: s.Tags}, b.cfg.ServantSecret, false, s.Conns)
 	}
 	if err := b.startDiscovery(); err != nil { // servants and settings in etcd (discovered.go)
 		b.abort()

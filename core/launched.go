@@ -112,7 +112,7 @@ func (b *Balancer) startLaunched(secret string) error {
 		name := spawnName(i)
 		// Remote, but starting now: dial as often as for a local servant
 		// (addLink's local only shortens the redial backoff).
-		links[name] = b.addLink(engine.ServantSpec{Name: name, Addr: addrs[name], Slots: b.cfg.SpawnSlots, Tags: b.cfg.SpawnTags}, secret, true)
+		links[name] = b.addLink(engine.ServantSpec{Name: name, Addr: addrs[name], Slots: b.cfg.SpawnSlots, Tags: b.cfg.SpawnTags}, secret, true, 0)
 	}
 	for _, c := range clients {
 		if c != nil {

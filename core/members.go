@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 
 	"go.uber.org/zap"
@@ -42,21 +41,23 @@ func (b *Balancer) linkConfig(name, addr, secret string) link.Config {
 
 // addLink adds a servant mserve dials and starts its link. local servants
 // are redialled quickly while their process starts.
-func (b *Balancer) addLink(spec engine.ServantSpec, secret string, local bool) servantLink {
-	l := b.dialLink(spec.Name, spec.Addr, secret, local)
+func (b *Balancer) addLink(spec engine.ServantSpec, secret string, local bool, conns int) servantLink {
+	l := b.dialLink(spec.Name, spec.Addr, secret, local, conns)
 	b.startMember(spec, l, false)
 	return l
 }
 
 // dialLink returns a link that dials the servant at addr: over HTTP for an
-// http(s):// URL, else over the native protocol.
-func (b *Balancer) dialLink(name, addr, secret string, local bool) servantLink {
+// http(s):// URL (with at most conns requests in flight; see
+// ServantSpec.Conns), else over the native protocol.
+func (b *Balancer) dialLink(name, addr, secret string, local bool, conns int) servantLink {
 	cfg := b.linkConfig(name, addr, secret)
+	cfg.HTTPConns = conns
 	if local {
 		cfg.MaxBackoff = 50 * time.Millisecond // a local process starting: dialling often is cheap and finds it sooner
 		cfg.SameName = true                    // mserve named it (MSERVE_SERVANT_NAME)
 	}
-	if strings.HasPrefix(addr, "http://") || strings.HasPrefix(addr, "https://") {
+	if isHTTP(addr) {
 		return link.NewHTTP(cfg)
 	}
 	return link.New(cfg)
@@ -104,7 +105,7 @@ func (b *Balancer) AddServant(spec ServantSpec) error {
 		return fmt.Errorf("a servant named %q is already in the balancer", spec.Name)
 	}
 	b.gate.Expect(spec.Name)
-	l := b.dialLink(spec.Name, spec.Addr, b.cfg.ServantSecret, false)
+	l := b.dialLink(spec.Name, spec.Addr, b.cfg.ServantSecret, false, spec.Conns)
 	b.startMember(engine.ServantSpec{Name: spec.Name, Addr: spec.Addr, Slots: spec.Slots, Tags: spec.Tags}, l, true)
 	b.log.Info("servant added", zap.String("servant", spec.Name), zap.String("addr", spec.Addr))
 	return nil

@@ -63,7 +63,7 @@ func newDaemonFlags() (*flag.FlagSet, *daemonFlags) {
 	c := &d.cfg
 	fs.StringVar(&c.HTTPAddr, "http", "127.0.0.1:5000", "JSON-RPC over HTTP listen address; empty disables it")
 	fs.StringVar(&c.NativeAddr, "listen", "127.0.0.1:5001", "native (framed TCP) listen address; empty disables it")
-	fs.StringVar(&d.servants, "servants", "", "servants already running: [name@]host:port[?slots=N&tag=T],...")
+	fs.StringVar(&d.servants, "servants", "", "servants already running: [name@]host:port[?slots=N&tag=T],... or [name@]http://host:port/path[?slots=N&conns=K],...")
 	fs.Var((*stringList)(&c.Launchers), "launchers", "start the N servants on these launchers (mserve launcher agents, host:port,...), round-robin, instead of on this host")
 	fs.StringVar(&d.launcherSecretFile, "launcher-secret-file", "", "file holding the secret the launchers require (with -launchers)")
 	fs.StringVar(&c.RegisterAddr, "register", "", "address servants dial to register themselves (SDK servants: MSERVE_BALANCER=this address); empty: registration off")

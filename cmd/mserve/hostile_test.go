@@ -8,7 +8,9 @@ import (
 	"net"
 	"net/http"
 	"os/exec"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -210,7 +212,9 @@ func TestE2EHostileClients(t *testing.T) {
 }
 
 // TestE2EPythonServant runs the standard-library Python servant of
-// examples/servant-python behind mserve, registered by URL.
+// examples/servant-python behind mserve, registered by URL with 8 slots
+// and one request at a time (conns=1), so that concurrent calls reach it
+// as JSON-RPC batches.
 func TestE2EPythonServant(t *testing.T) {
 	python, err := exec.LookPath("python3")
 	if err != nil {
@@ -223,7 +227,7 @@ func TestE2EPythonServant(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { py.Process.Kill(); py.Wait() })
-	m := startMserve(t, mserveOpts{flags: []string{"-algo", "least", "-servants", "py@http://" + addr + "/"}})
+	m := startMserve(t, mserveOpts{flags: []string{"-algo", "least", "-servants", "py@http://" + addr + "/?slots=8&conns=1"}})
 	c, err := client.Dial(context.Background(), m.native)
 	if err != nil {
 		t.Fatal(err)
@@ -245,6 +249,18 @@ func TestE2EPythonServant(t *testing.T) {
 	if _, err := c.Call(ctx, "nope", []any{1}); err == nil || !asRPC(err, &e) || e.Code != jsonrpc.MethodNotFound {
 		t.Errorf("unknown function on the Python servant: %v, want -32601", err)
 	}
+	// 64 calls at once: all but the first wait while one request is in
+	// flight and go in batches; each gets its own answer.
+	var wg sync.WaitGroup
+	for i := range 64 {
+		wg.Go(func() {
+			resp, err := c.Call(ctx, "add", []any{i, 1000})
+			if err != nil || string(resp.Result) != strconv.Itoa(i+1000) {
+				t.Errorf("add(%d, 1000) = %v, %v", i, resp, err)
+			}
+		})
+	}
+	wg.Wait()
 }
 
 func asRPC(err error, e **jsonrpc.Error) bool {

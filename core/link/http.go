@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -21,7 +22,9 @@ import (
 
 // HTTPLink is the link to a servant that is a JSON-RPC 2.0 server over
 // HTTP, reached by URL: any language's standard library can write one. Each
-// call is one POST. It implements engine.Transport.
+// call is one POST, or, with Config.HTTPConns set and that many requests
+// in flight, calls go together as JSON-RPC batches. It implements
+// engine.Transport.
 type HTTPLink struct {
 	cfg     Config // Addr is the URL
 	log     *zap.Logger
@@ -29,10 +32,15 @@ type HTTPLink struct {
 	urlErr  error
 	servant *engine.Servant
 	kick    chan struct{}
+	life    context.Context // ends when Run ends: every request is under it
+	endLife context.CancelFunc
+	noBatch atomic.Bool // the servant refused a batch: one call per request
 
 	mu      sync.Mutex
 	up      bool
-	cancels map[*engine.Call]context.CancelFunc
+	cancels map[*engine.Call]context.CancelFunc // calls sent alone, to abandon
+	running int                                 // requests in flight
+	waiting []outCall                           // calls waiting for a request to end (HTTPConns > 0)
 	nextID  atomic.Uint64
 	errRun  atomic.Int32 // transport errors in a row
 }
@@ -41,9 +49,10 @@ type HTTPLink struct {
 func NewHTTP(cfg Config) *HTTPLink {
 	l := New(cfg) // for its defaults
 	client, err := newHTTPClient(l.cfg.Addr, l.cfg.MaxFrame, l.cfg.DialTimeout)
+	life, endLife := context.WithCancel(context.Background())
 	return &HTTPLink{
 		cfg: l.cfg, log: l.log, kick: make(chan struct{}, 1),
-		client: client, urlErr: err,
+		client: client, urlErr: err, life: life, endLife: endLife,
 		cancels: map[*engine.Call]context.CancelFunc{},
 	}
 }
@@ -115,13 +124,17 @@ func (l *HTTPLink) Run(ctx context.Context) {
 	} else {
 		<-ctx.Done()
 	}
+	stopping := errors.New("mserve is stopping")
 	l.mu.Lock()
 	l.up = false
-	for _, cancel := range l.cancels {
-		cancel()
-	}
+	waiting := l.waiting
+	l.waiting = nil
 	l.mu.Unlock()
-	l.servant.Down(nil, errors.New("mserve is stopping"))
+	l.endLife() // requests in flight end, and report their calls lost
+	for _, oc := range waiting {
+		l.servant.Lost(oc.c, stopping)
+	}
+	l.servant.Down(nil, stopping)
 }
 
 func (l *HTTPLink) greet(ctx context.Context) (*wire.HelloResult, error) {
@@ -171,59 +184,232 @@ func (l *HTTPLink) check(ctx context.Context) {
 	})
 }
 
-// Send implements engine.Transport: the call is POSTed by a goroutine of
-// its own.
+// Send implements engine.Transport. Without a cap on requests (HTTPConns
+// 0) the call is POSTed at once by a goroutine of its own. With one, it is
+// POSTed at once while fewer than HTTPConns requests are in flight;
+// otherwise it waits in the link, and when a request ends the calls
+// waiting go together as one JSON-RPC batch.
 func (l *HTTPLink) Send(c *engine.Call, _ *wire.Flusher) error {
-	ctx, cancel := context.WithCancel(context.Background())
+	oc := outCall{c: c, id: l.nextID.Add(1)}
 	l.mu.Lock()
 	if !l.up {
 		l.mu.Unlock()
-		cancel()
 		return ErrDown
 	}
-	l.cancels[c] = cancel
-	l.mu.Unlock()
-	id := l.nextID.Add(1)
-	body := make([]byte, 0, 64+len(c.Params))
-	body = append(body, `{"jsonrpc":"2.0","id":`...)
-	body = strconv.AppendUint(body, id, 10)
-	body = append(body, `,"method":`...)
-	body = jsonrpc.AppendString(body, c.Method)
-	if c.Params != nil {
-		body = append(body, `,"params":`...)
-		body = append(body, c.Params...)
+	if l.cfg.HTTPConns > 0 && l.running >= l.cfg.HTTPConns {
+		l.waiting = append(l.waiting, oc)
+		l.mu.Unlock()
+		return nil
 	}
-	body = append(body, '}')
-	go l.do(ctx, c, body)
+	l.running++
+	ctx := l.startLocked([]outCall{oc})
+	l.mu.Unlock()
+	go l.carry(ctx, []outCall{oc})
 	return nil
 }
 
-func (l *HTTPLink) do(ctx context.Context, c *engine.Call, body []byte) {
-	out, err := l.post(ctx, body, c.Idempotent)
-	abandoned := ctx.Err() != nil // Cancel: nobody waits; not the servant's fault
-	l.mu.Lock()
-	cancel := l.cancels[c]
-	delete(l.cancels, c)
-	l.mu.Unlock()
-	if cancel != nil {
-		cancel()
+// outCall is a call on its way to the servant and the id it has there.
+type outCall struct {
+	c  *engine.Call
+	id uint64
+}
+
+// maxBatchCalls is the most calls one batch request carries (what
+// mserve's own HTTP front end accepts, for a balancer below this one).
+const maxBatchCalls = 1000
+
+// startLocked returns the context of the request carrying req: a call
+// alone can be abandoned (Cancel closes its connection); calls in a batch
+// cannot be abandoned one by one, so the batch ends only with the link.
+// Caller holds l.mu.
+func (l *HTTPLink) startLocked(req []outCall) context.Context {
+	if len(req) > 1 {
+		return l.life
 	}
-	var resp jsonrpc.Response
-	if err == nil {
-		if perr := jsonrpc.ParseResponse(out, &resp); perr != nil {
-			err = fmt.Errorf("servant broke the protocol: %w", perr)
+	ctx, cancel := context.WithCancel(l.life)
+	l.cancels[req[0].c] = cancel
+	return ctx
+}
+
+// carry posts req, then, while calls wait, the next batch of them, on the
+// same goroutine, until none waits.
+func (l *HTTPLink) carry(ctx context.Context, req []outCall) {
+	for {
+		l.post1(ctx, req)
+		l.mu.Lock()
+		n := len(l.waiting)
+		if n == 0 {
+			l.running--
+			l.mu.Unlock()
+			return
 		}
+		if n > maxBatchCalls {
+			n = maxBatchCalls
+		}
+		if l.noBatch.Load() {
+			n = 1
+		}
+		req = append(req[:0], l.waiting[:n]...)
+		left := copy(l.waiting, l.waiting[n:])
+		clear(l.waiting[left:]) // keep no calls alive from the tail
+		l.waiting = l.waiting[:left]
+		ctx = l.startLocked(req)
+		l.mu.Unlock()
+	}
+}
+
+// post1 sends one request, a call alone or a batch, and reports each of
+// its calls to the servant.
+func (l *HTTPLink) post1(ctx context.Context, req []outCall) {
+	bp := bodies.Get().(*[]byte)
+	body, idempotent := appendRequest((*bp)[:0], req)
+	out, err := l.post(ctx, body, idempotent)
+	if cap(body) <= maxPooledBody {
+		*bp = body
+		bodies.Put(bp)
+	}
+	abandoned := ctx.Err() != nil // Cancel, or mserve stopping: not the servant's fault
+	if len(req) == 1 {
+		l.mu.Lock()
+		cancel := l.cancels[req[0].c]
+		delete(l.cancels, req[0].c)
+		l.mu.Unlock()
+		if cancel != nil {
+			cancel()
+		}
+	}
+	if err == nil && len(req) > 1 && !jsonrpc.IsBatch(out) {
+		if l.refusedBatch(out) {
+			// JSON-RPC: a batch answered by one error with a null id was
+			// not run. Send its calls one by one, and no batch again.
+			if !l.noBatch.Swap(true) {
+				l.log.Warn("servant refused a JSON-RPC batch; sending it one call per request from now on", zap.ByteString("answer", out))
+			}
+			for _, oc := range req {
+				l.post1(l.startOne(oc), []outCall{oc})
+			}
+			return
+		}
+		err = fmt.Errorf("servant broke the protocol: a batch of %d calls was answered with a single response", len(req))
 	}
 	if err != nil {
 		if !abandoned && l.errRun.Add(1) == 3 {
 			l.log.Warn("servant requests failing; out of dispatch until it answers health checks", zap.Error(err))
 			l.servant.SetHealth(false)
 		}
-		l.servant.Lost(c, describeHTTPErr(err))
+		err = describeHTTPErr(err)
+		for _, oc := range req {
+			l.servant.Lost(oc.c, err)
+		}
+		return
+	}
+	if len(req) == 1 {
+		var resp jsonrpc.Response
+		if perr := jsonrpc.ParseResponse(out, &resp); perr != nil {
+			l.servant.Lost(req[0].c, fmt.Errorf("servant broke the protocol: %w", perr))
+			return
+		}
+		l.errRun.Store(0)
+		l.servant.Done(req[0].c, &resp, nil)
 		return
 	}
 	l.errRun.Store(0)
-	l.servant.Done(c, &resp, nil)
+	l.answerBatch(req, out)
+}
+
+// startOne registers a call about to go alone after its batch was refused.
+func (l *HTTPLink) startOne(oc outCall) context.Context {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.startLocked([]outCall{oc})
+}
+
+// refusedBatch reports whether out, the answer to a batch, is a single
+// error response with a null id: the servant refused the batch as a
+// whole.
+func (l *HTTPLink) refusedBatch(out []byte) bool {
+	var resp jsonrpc.Response
+	return jsonrpc.ParseResponse(out, &resp) == nil && resp.Error != nil && (resp.ID == nil || string(resp.ID) == "null")
+}
+
+// answerBatch matches the responses in out, the array answering the batch
+// req, to their calls by id. A call with no response, or whose response is
+// malformed, is lost saying so.
+func (l *HTTPLink) answerBatch(req []outCall, out []byte) {
+	answered := make([]bool, len(req))
+	next := 0 // servants mostly answer in order: try there first
+	var problem error
+	perr := jsonrpc.SplitBatch(out, func(el []byte) {
+		resp := &jsonrpc.Response{}
+		if err := jsonrpc.ParseResponse(el, resp); err != nil {
+			problem = fmt.Errorf("servant broke the protocol: a response in its batch answer: %w", err)
+			return
+		}
+		id, err := strconv.ParseUint(string(resp.ID), 10, 64)
+		if err != nil {
+			problem = fmt.Errorf("servant broke the protocol: its batch answer has a response with id %s, which mserve did not send", clip(resp.ID))
+			return
+		}
+		i := next
+		if i >= len(req) || req[i].id != id {
+			i = slices.IndexFunc(req, func(oc outCall) bool { return oc.id == id })
+		}
+		if i < 0 || answered[i] {
+			problem = fmt.Errorf("servant broke the protocol: its batch answer has a response with id %d, which mserve did not send or that was already answered", id)
+			return
+		}
+		answered[i] = true
+		next = i + 1
+		l.servant.Done(req[i].c, resp, nil)
+	})
+	if perr != nil {
+		problem = fmt.Errorf("servant broke the protocol: its batch answer is not a JSON array: %s", perr.Message)
+	}
+	for i, oc := range req {
+		if answered[i] {
+			continue
+		}
+		err := problem
+		if err == nil {
+			err = fmt.Errorf("servant broke the protocol: its batch answer has no response for this call (id %d)", oc.id)
+		}
+		l.servant.Lost(oc.c, err)
+	}
+}
+
+// bodies recycles request bodies; one grown past maxPooledBody (a large
+// batch) is left to the garbage collector.
+var bodies = sync.Pool{New: func() any { b := make([]byte, 0, 1024); return &b }}
+
+const maxPooledBody = 64 << 10
+
+// appendRequest appends the JSON-RPC request for req to b: one request
+// object for a call alone, an array of them for a batch. idempotent
+// reports whether every call in it is.
+func appendRequest(b []byte, req []outCall) (_ []byte, idempotent bool) {
+	idempotent = true
+	if len(req) > 1 {
+		b = append(b, '[')
+	}
+	for i, oc := range req {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, `{"jsonrpc":"2.0","id":`...)
+		b = strconv.AppendUint(b, oc.id, 10)
+		b = append(b, `,"method":`...)
+		b = jsonrpc.AppendString(b, oc.c.Method)
+		if oc.c.Params != nil {
+			b = append(b, `,"params":`...)
+			b = append(b, oc.c.Params...)
+		}
+		b = append(b, '}')
+		idempotent = idempotent && oc.c.Idempotent
+	}
+	if len(req) > 1 {
+		b = append(b, ']')
+	}
+	return b, idempotent
 }
 
 func describeHTTPErr(err error) error {
@@ -234,14 +420,27 @@ func describeHTTPErr(err error) error {
 	return err
 }
 
-// Cancel implements engine.Transport: the HTTP request is abandoned.
+// Cancel implements engine.Transport: a call sent alone has its HTTP
+// request abandoned; a call still waiting in the link is dropped and
+// reported lost; a call in a batch in flight runs to its end.
 func (l *HTTPLink) Cancel(c *engine.Call) {
 	l.mu.Lock()
 	cancel := l.cancels[c]
+	i := slices.IndexFunc(l.waiting, func(oc outCall) bool { return oc.c == c })
+	if i >= 0 {
+		l.waiting = slices.Delete(l.waiting, i, i+1)
+	}
 	l.mu.Unlock()
 	if cancel != nil {
 		cancel()
 	}
+	if i >= 0 {
+		l.servant.Lost(c, errCancelledWaiting)
+	}
 }
+
+// errCancelledWaiting is the loss of a call cancelled while it waited in
+// the link for a request to end.
+var errCancelledWaiting = errors.New("cancelled before it was sent")
 
 var _ engine.Transport = (*HTTPLink)(nil)

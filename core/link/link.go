@@ -49,6 +49,11 @@ type Config struct {
 	// on each connection (nil when it declared nothing), before the servant
 	// takes calls.
 	OnHello func(functions []string)
+	// HTTPConns, for a servant over HTTP, caps the requests in flight to
+	// it: while that many are, the calls sent meanwhile wait in the link
+	// and go together as one JSON-RPC batch when a request ends. 0 sends
+	// each call as a request of its own at once.
+	HTTPConns int
 }
 
 // ErrDown is returned by Send while the link has no connection.

@@ -28,12 +28,17 @@ build_tool httpecho
 lua=$here/wrk/post.lua
 
 # --- backends ---------------------------------------------------------------
-backends=() http_servants=""
+# http_batched: the same servants with conns=2, so that calls sent while a
+# servant has two requests in flight go together as JSON-RPC batches.
+backends=() backend_pids=() http_servants="" http_batched=""
+declare -A balancer_pid # target name → the balancer's process, for its CPU time
 for i in $(seq "$nb"); do
 	port=$((base + i))
 	start "echo$i" "$tmp/httpecho" -addr "127.0.0.1:$port"
+	backend_pids+=("$last_pid")
 	backends+=("127.0.0.1:$port")
 	http_servants="$http_servants${http_servants:+,}b$i@http://127.0.0.1:$port/?slots=$slots"
+	http_batched="$http_batched${http_batched:+,}b$i@http://127.0.0.1:$port/?slots=$slots&conns=2"
 done
 for b in "${backends[@]}"; do wait_port "$b"; done
 
@@ -60,6 +65,7 @@ EOF
 } >"$tmp/haproxy.cfg"
 haproxy -c -q -f "$tmp/haproxy.cfg" || die "bad HAProxy configuration"
 start haproxy haproxy -db -f "$tmp/haproxy.cfg"
+balancer_pid[haproxy]=$last_pid
 
 # --- nginx --------------------------------------------------------------------
 ngx=127.0.0.1:$((base + 21))
@@ -99,6 +105,7 @@ EOF
 } >"$tmp/nginx.conf"
 nginx -t -q -p "$tmp/nginx" -c "$tmp/nginx.conf" -e "$tmp/nginx/logs/error.log" || die "bad nginx configuration"
 start nginx nginx -p "$tmp/nginx" -c "$tmp/nginx.conf" -e "$tmp/nginx/logs/error.log"
+balancer_pid[nginx]=$last_pid # the master; its workers are counted as its children
 
 # --- mserve, HTTP front end ---------------------------------------------------
 # match (the default) with a 1ms route expiry: with the default 12s, a call
@@ -107,17 +114,34 @@ start nginx nginx -p "$tmp/nginx" -c "$tmp/nginx.conf" -e "$tmp/nginx/logs/error
 # least is measured too, to separate the front end's cost from match's.
 msm=127.0.0.1:$((base + 30))
 msl=127.0.0.1:$((base + 31))
-pprof=127.0.0.1:$((base + 39))
+msb=127.0.0.1:$((base + 32))
+msw=127.0.0.1:$((base + 33))
 pprofl=127.0.0.1:$((base + 38))
-mserve_http() { # NAME ADDR FLAGS...
-	local name=$1 addr=$2; shift 2
+pprofb=127.0.0.1:$((base + 37))
+mserve_http() { # NAME ADDR SERVANTS FLAGS...
+	local name=$1 addr=$2 servants=$3; shift 3
 	start "$name" env MSERVE_SERVANT_SECRET= "$bin/mserve" -http "$addr" -listen "" -admin "" -log warn \
-		-allow "$here/echo.allow" -servants "$http_servants" "$@"
+		-allow "$here/echo.allow" -servants "$servants" "$@"
+	balancer_pid[$name]=$last_pid
 }
-mserve_http mserve-http-match "$msm" -algo match -route-expire 1ms -pprof "$pprof"
-mserve_http mserve-http-least "$msl" -algo least -pprof "$pprofl"
+# cpu_ticks PID...: CPU time (user + system, in clock ticks) the processes
+# and their children have used so far; 0 for none.
+cpu_ticks() {
+	local all=() p
+	for p in "$@"; do all+=("$p") && all+=($(pgrep -P "$p" || true)); done
+	[ ${#all[@]} -gt 0 ] || { echo 0; return; }
+	(cd /proc && cat $(printf '%s/stat ' "${all[@]}") 2>/dev/null) | awk '{ s += $14 + $15 } END { print s + 0 }'
+}
+hz=$(getconf CLK_TCK)
 
-for t in "$hap" "$ngx" "$msm" "$msl" "${backends[0]}"; do
+mserve_http mserve-http "$msm" "$http_servants" -algo match -route-expire 1ms
+mserve_http mserve-http-least "$msl" "$http_servants" -algo least -pprof "$pprofl"
+mserve_http mserve-http-batch "$msb" "$http_batched" -algo least -pprof "$pprofb"
+# warm: the locality algorithm that uses slots (match's rule is the kdb+
+# one-slot one), with batches too.
+mserve_http mserve-http-warm "$msw" "$http_batched" -algo warm
+
+for t in "$hap" "$ngx" "$msm" "$msl" "$msb" "$msw" "${backends[0]}"; do
 	wait_port "$t"
 	for i in $(seq 100); do
 		r=$(curl -s "http://$t/" -H 'Content-Type: application/json' \
@@ -129,9 +153,9 @@ for t in "$hap" "$ngx" "$msm" "$msl" "${backends[0]}"; do
 done
 
 # --- wrk, interleaved ---------------------------------------------------------
-targets=("direct=${backends[0]}" "haproxy=$hap" "nginx=$ngx" "mserve-http=$msm" "mserve-http-least=$msl")
+targets=("direct=${backends[0]}" "haproxy=$hap" "nginx=$ngx" "mserve-http=$msm" "mserve-http-least=$msl" "mserve-http-batch=$msb" "mserve-http-warm=$msw")
 raw=$out/peers-raw.csv
-echo "round,conc,target,requests,duration_us,errors,p50_us,p90_us,p99_us,max_us" >"$raw"
+echo "round,conc,target,requests,duration_us,errors,p50_us,p90_us,p99_us,max_us,balancer_cpu_us,backends_cpu_us" >"$raw"
 log "peers: ${#targets[@]} targets x c=1,64 x $rounds rounds x ${secs}s (keys=$keys, backends=$nb)"
 for r in $(seq "$rounds"); do
 	for c in 1 64; do
@@ -139,10 +163,13 @@ for r in $(seq "$rounds"); do
 		[ "$c" -gt 1 ] && th=2
 		for t in "${targets[@]}"; do
 			name=${t%%=*} addr=${t#*=}
+			bal=${balancer_pid[$name]:-}
+			b0=$(cpu_ticks $bal) e0=$(cpu_ticks "${backend_pids[@]}")
 			line=$(wrk -t"$th" -c"$c" -d"${secs}s" -s "$lua" "http://$addr/" -- "$keys" | grep '^WRKRESULT') ||
 				die "wrk against $name failed"
+			b1=$(cpu_ticks $bal) e1=$(cpu_ticks "${backend_pids[@]}")
 			eval "$(echo "${line#WRKRESULT }" | tr ' ' '\n' | sed 's/^/w_/')"
-			echo "$r,$c,$name,$w_requests,$w_duration_us,$w_errors,$w_p50_us,$w_p90_us,$w_p99_us,$w_max_us" >>"$raw"
+			echo "$r,$c,$name,$w_requests,$w_duration_us,$w_errors,$w_p50_us,$w_p90_us,$w_p99_us,$w_max_us,$(((b1 - b0) * 1000000 / hz)),$(((e1 - e0) * 1000000 / hz))" >>"$raw"
 			log "  round $r c=$c $name: $((w_requests * 1000000 / w_duration_us)) req/s p50 ${w_p50_us}us p99 ${w_p99_us}us errors $w_errors"
 		done
 	done
@@ -179,8 +206,7 @@ for spec in "1 1" "64 4"; do
 done
 
 # --- profiles of mserve (HTTP) under the c=64 load -----------------------------
-# mserve's -pprof does not turn on mutex and block profiling (their rates are
-# 0), so those two come back empty; they are fetched anyway, to show it.
+# mserve's -pprof turns on mutex and block profiling too.
 profile() { # NAME MSERVE_ADDR PPROF_ADDR
 	local name=$1 addr=$2 pp=$3 p
 	log "profiling mserve ($name) under wrk -c64"
@@ -210,8 +236,8 @@ profile() { # NAME MSERVE_ADDR PPROF_ADDR
 if [ "${PROFILE:-1}" != 0 ]; then
 	rm -rf "$out/profiles"/http-*
 	mkdir -p "$out/profiles"
-	profile http-match "$msm" "$pprof"
 	profile http-least "$msl" "$pprofl"
+	profile http-batch "$msb" "$pprofb"
 fi
 
 machine >"$out/machine.txt"

@@ -5,7 +5,8 @@
 //
 // Any other method (mserve's rpc.hello and rpc.ping among them) is answered
 // "method not found", which mserve takes as a plain JSON-RPC server with
-// default settings. The same process sits behind HAProxy, nginx and mserve
+// default settings. A batch (a JSON array of requests) is answered with the
+// array of their responses, as JSON-RPC 2.0 asks. The same process sits behind HAProxy, nginx and mserve
 // in examples/benchmarks/peers.sh.
 //
 //	httpecho -addr 127.0.0.1:7101
@@ -39,26 +40,45 @@ func serve(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, err.Error(), http.StatusBadRequest)
 		return
 	}
-	var req jsonrpc.Request
 	out := make([]byte, 0, 64+len(body))
-	if e := jsonrpc.ParseRequest(body, &req); e != nil {
-		out = jsonrpc.AppendErrorResponse(out, req.ID, e, nil)
-	} else if req.Method != "echo" {
-		out = jsonrpc.AppendErrorResponse(out, req.ID, jsonrpc.Errorf(jsonrpc.MethodNotFound, "method not found: %q", req.Method), nil)
+	if jsonrpc.IsBatch(body) {
+		out = append(out, '[')
+		if e := jsonrpc.SplitBatch(body, func(el []byte) {
+			if len(out) > 1 {
+				out = append(out, ',')
+			}
+			out = answer(out, el)
+		}); e != nil {
+			out = jsonrpc.AppendErrorResponse(out[:0], nil, e, nil)
+		} else {
+			out = append(out, ']')
+		}
 	} else {
-		var x []byte
-		if req.Params != nil && req.Params[0] == '[' {
-			jsonrpc.Elements(req.Params, func(v []byte) bool { x = v; return false })
-		}
-		if x == nil {
-			x = []byte("null")
-		}
-		out = jsonrpc.AppendResponse(out, req.ID, x, nil, nil)
+		out = answer(out, body)
 	}
 	*bp = body
 	h := w.Header()
 	h["Content-Type"] = []string{"application/json"}
 	w.Write(out)
+}
+
+// answer appends the response to one request.
+func answer(out, body []byte) []byte {
+	var req jsonrpc.Request
+	if e := jsonrpc.ParseRequest(body, &req); e != nil {
+		return jsonrpc.AppendErrorResponse(out, req.ID, e, nil)
+	}
+	if req.Method != "echo" {
+		return jsonrpc.AppendErrorResponse(out, req.ID, jsonrpc.Errorf(jsonrpc.MethodNotFound, "method not found: %q", req.Method), nil)
+	}
+	var x []byte
+	if req.Params != nil && req.Params[0] == '[' {
+		jsonrpc.Elements(req.Params, func(v []byte) bool { x = v; return false })
+	}
+	if x == nil {
+		x = []byte("null")
+	}
+	return jsonrpc.AppendResponse(out, req.ID, x, nil, nil)
 }
 
 // readAll reads r into buf, growing it as needed.

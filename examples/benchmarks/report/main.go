@@ -202,9 +202,13 @@ type peerRow struct {
 	errors, rounds  int
 	native          bool
 	requests, durUs float64
+	// CPU time per request of the balancer and of the backends together
+	// (µs); NaN when not measured (the native rows, older results).
+	balancerCPU, backendsCPU float64
+	balancerUs, backendsUs   float64 // sums over the rounds
 }
 
-var peerOrder = []string{"direct", "haproxy", "nginx", "mserve-http", "mserve-http-least", "native-direct", "mserve-native", "mserve-native-least"}
+var peerOrder = []string{"direct", "haproxy", "nginx", "mserve-http", "mserve-http-least", "mserve-http-batch", "mserve-http-warm", "native-direct", "mserve-native", "mserve-native-least"}
 
 var peerLabel = map[string]string{
 	"direct":              "direct (one backend, no balancer)",
@@ -212,6 +216,8 @@ var peerLabel = map[string]string{
 	"nginx":               "nginx (least_conn)",
 	"mserve-http":         "mserve HTTP (match, 1 ms expiry)",
 	"mserve-http-least":   "mserve HTTP (least)",
+	"mserve-http-batch":   "mserve HTTP (least, conns=2: JSON-RPC batches)",
+	"mserve-http-warm":    "mserve HTTP (warm, conns=2)",
 	"native-direct":       "native: direct to one SDK servant",
 	"mserve-native":       "native: mserve (match, 1 ms expiry)",
 	"mserve-native-least": "native: mserve (least)",
@@ -241,16 +247,19 @@ func (r *reporter) aggregatePeers() {
 		}
 		a.requests += num(row["requests"])
 		a.durUs += num(row["duration_us"])
+		a.balancerUs += cpuNum(row["balancer_cpu_us"])
+		a.backendsUs += cpuNum(row["backends_cpu_us"])
 		a.errors += int(num(row["errors"]))
 		a.rounds++
 		p50s[k] = append(p50s[k], num(row["p50_us"]))
 		p99s[k] = append(p99s[k], num(row["p99_us"]))
 	}
 	var b bytes.Buffer
-	b.WriteString("conc,target,rps,p50_us,p99_us,errors,rounds\n")
+	b.WriteString("conc,target,rps,p50_us,p99_us,errors,rounds,balancer_cpu_us_per_req,backends_cpu_us_per_req\n")
 	for _, k := range keys {
 		a := agg[k]
-		fmt.Fprintf(&b, "%d,%s,%.0f,%.0f,%.0f,%d,%d\n", k.c, k.t, a.requests/(a.durUs/1e6), median(p50s[k]), median(p99s[k]), a.errors, a.rounds)
+		fmt.Fprintf(&b, "%d,%s,%.0f,%.0f,%.0f,%d,%d,%.1f,%.1f\n", k.c, k.t, a.requests/(a.durUs/1e6), median(p50s[k]), median(p99s[k]), a.errors, a.rounds,
+			a.balancerUs/a.requests, a.backendsUs/a.requests)
 	}
 	if err := os.WriteFile(filepath.Join(r.dir, "peers.csv"), b.Bytes(), 0o644); err != nil {
 		log.Fatal("report: ", err)
@@ -270,11 +279,12 @@ func (r *reporter) peerRows() []peerRow {
 	var rows []peerRow
 	for _, row := range r.read("peers.csv") {
 		rows = append(rows, peerRow{conc: int(num(row["conc"])), target: row["target"], rps: num(row["rps"]),
-			p50: num(row["p50_us"]), p99: num(row["p99_us"]), errors: int(num(row["errors"])), rounds: int(num(row["rounds"]))})
+			p50: num(row["p50_us"]), p99: num(row["p99_us"]), errors: int(num(row["errors"])), rounds: int(num(row["rounds"])),
+			balancerCPU: cpuNum(row["balancer_cpu_us_per_req"]), backendsCPU: cpuNum(row["backends_cpu_us_per_req"])})
 	}
 	for _, row := range r.read("native.csv") {
 		rows = append(rows, peerRow{conc: int(num(row["conc"])), target: row["target"], rps: num(row["rps"]),
-			p50: num(row["p50_us"]), p99: num(row["p99_us"]), native: true})
+			p50: num(row["p50_us"]), p99: num(row["p99_us"]), native: true, balancerCPU: math.NaN(), backendsCPU: math.NaN()})
 	}
 	sort.SliceStable(rows, func(i, j int) bool {
 		if rows[i].conc != rows[j].conc {
@@ -283,6 +293,15 @@ func (r *reporter) peerRows() []peerRow {
 		return slices.Index(peerOrder, rows[i].target) < slices.Index(peerOrder, rows[j].target)
 	})
 	return rows
+}
+
+// cpuNum reads a CPU time column: NaN when absent (results from before it
+// was measured).
+func cpuNum(s string) float64 {
+	if s == "" {
+		return math.NaN()
+	}
+	return num(s)
 }
 
 func find(rows []peerRow, c int, target string) *peerRow {
@@ -300,7 +319,7 @@ func (r *reporter) peers() string {
 		return "_no peer results yet: run `make bench-peers`_\n"
 	}
 	var b strings.Builder
-	b.WriteString("| c | target | req/s | p50 | p99 | req/s ÷ HAProxy | p50 ÷ HAProxy |\n|---|---|---|---|---|---|---|\n")
+	b.WriteString("| c | target | req/s | p50 | p99 | req/s ÷ HAProxy | p50 ÷ HAProxy | CPU per request: balancer / backends |\n|---|---|---|---|---|---|---|---|\n")
 	for _, p := range rows {
 		hap := find(rows, p.conc, "haproxy")
 		rr, pr := math.NaN(), math.NaN()
@@ -318,7 +337,11 @@ func (r *reporter) peers() string {
 		if p.errors > 0 {
 			errs = fmt.Sprintf(" (%d errors)", p.errors)
 		}
-		fmt.Fprintf(&b, "| %d | %s%s | %s | %s | %s | %s | %s |\n", p.conc, name, errs, rate(p.rps), dur(p.p50), dur(p.p99), ratio(rr), ratio(pr))
+		cpu := "–"
+		if !math.IsNaN(p.balancerCPU) && !math.IsNaN(p.backendsCPU) && (p.balancerCPU > 0 || p.backendsCPU > 0) {
+			cpu = fmt.Sprintf("%.1f µs / %.1f µs", p.balancerCPU, p.backendsCPU)
+		}
+		fmt.Fprintf(&b, "| %d | %s%s | %s | %s | %s | %s | %s | %s |\n", p.conc, name, errs, rate(p.rps), dur(p.p50), dur(p.p99), ratio(rr), ratio(pr), cpu)
 	}
 	return b.String()
 }
@@ -519,6 +542,12 @@ func (r *reporter) goals() string {
 		if l := find(rows, 64, "mserve-http-least"); l != nil {
 			fmt.Fprintf(&b, "| … the same with `least` instead of match (for reference) | %s | %s |\n", ratio(l.rps/hap.rps), verdict(l.rps/hap.rps >= 1.2))
 		}
+		if l := find(rows, 64, "mserve-http-batch"); l != nil {
+			fmt.Fprintf(&b, "| … `least`, calls batched to the servants (conns=2) | %s | %s |\n", ratio(l.rps/hap.rps), verdict(l.rps/hap.rps >= 1.2))
+		}
+		if l := find(rows, 64, "mserve-http-warm"); l != nil {
+			fmt.Fprintf(&b, "| … `warm` (locality that uses slots), batched | %s | %s |\n", ratio(l.rps/hap.rps), verdict(l.rps/hap.rps >= 1.2))
+		}
 	}
 	if ms, hap := find(rows, 1, "mserve-http"), find(rows, 1, "haproxy"); ms != nil && hap != nil {
 		fmt.Fprintf(&b, "| mserve HTTP p50 at c=1 no worse than HAProxy's | %s vs %s | %s |\n", dur(ms.p50), dur(hap.p50), verdict(ms.p50 <= hap.p50))
@@ -603,8 +632,8 @@ func (r *reporter) section(name string) string {
 func (r *reporter) profile() string {
 	var b strings.Builder
 	for _, p := range []struct{ file, title string }{
-		{"http-match-cpu.txt", "HTTP front end, match, c=64: CPU (flat)"},
 		{"http-least-cpu.txt", "HTTP front end, least, c=64: CPU (flat)"},
+		{"http-batch-cpu-cum.txt", "HTTP front end, least with batches to the servants (conns=2), c=64: CPU (cumulative)"},
 		{"http-least-cpu-cum.txt", "HTTP front end, least, c=64: CPU (cumulative)"},
 		{"http-least-allocs-count.txt", "HTTP front end, least, c=64: allocations (objects)"},
 		{"http-least-mutex.txt", "HTTP front end, least, c=64: mutex"},
@@ -634,7 +663,7 @@ func (r *reporter) profile() string {
 		}
 		fmt.Fprintf(&b, "%s — `results/profiles/%s`:\n\n```\n%s\n```\n\n", p.title, p.file, strings.Join(keep, "\n"))
 	}
-	for _, name := range []string{"http-match", "http-least"} {
+	for _, name := range []string{"http-least", "http-batch"} {
 		if line := r.allocsPerRequest(name); line != "" {
 			b.WriteString(line)
 		}
