@@ -16,6 +16,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/valyala/fasthttp"
 	"go.uber.org/zap"
 
 	"github.com/mserve/mserve/core/admin"
@@ -70,7 +71,7 @@ type Balancer struct {
 
 	procs  []*supervise.Process
 	native *native.Server
-	http   *http.Server
+	http   *fasthttp.Server
 
 	nativeLn, httpLn, adminLn net.Listener
 	admin                     *admin.Handler
@@ -506,18 +507,15 @@ func (b *Balancer) Start() error {
 		}()
 	}
 	if b.httpLn != nil {
-		b.http = &http.Server{
-			Handler:           httpfront.New(b.front, b.cfg.MaxBody),
-			ReadHeaderTimeout: 10 * time.Second,
-			ReadTimeout:       10*time.Second + b.cfg.FrameTimeout,
-			IdleTimeout:       b.cfg.IdleTimeout,
-			MaxHeaderBytes:    64 << 10,
-			ErrorLog:          zap.NewStdLog(b.log.With(zap.String("front", "http"))),
-		}
+		b.http = httpfront.New(b.front, b.cfg.MaxBody).Server(httpfront.Limits{
+			ReadTimeout: 10*time.Second + b.cfg.FrameTimeout,
+			IdleTimeout: b.cfg.IdleTimeout,
+			Log:         b.log.With(zap.String("front", "http")),
+		})
 		b.wg.Add(1)
 		go func() {
 			defer b.wg.Done()
-			if err := b.http.Serve(b.conns.Wrap(b.httpLn, httpfront.RefuseTooMany(b.cfg.MaxConns))); err != nil && !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, net.ErrClosed) {
+			if err := b.http.Serve(b.conns.Wrap(b.httpLn, httpfront.RefuseTooMany(b.cfg.MaxConns))); err != nil && !errors.Is(err, net.ErrClosed) {
 				b.log.Error("HTTP front end stopped", zap.Error(err))
 			}
 		}()
@@ -597,7 +595,7 @@ func (b *Balancer) Shutdown(ctx context.Context) error {
 			b.log.Warn("grace period ended with calls unfinished; they were answered \"shutting down\"")
 		}
 		if b.http != nil {
-			b.http.Shutdown(ctx)
+			b.http.ShutdownWithContext(ctx)
 		}
 		if b.native != nil {
 			b.native.Close()

@@ -3,17 +3,20 @@ package httpfront
 import (
 	"bufio"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"io"
 	"net"
 	"net/http"
-	"net/http/httptest"
 	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/valyala/fasthttp"
+	"go.uber.org/zap/zapcore"
 
 	"github.com/mserve/mserve/core/allow"
 	"github.com/mserve/mserve/core/connlimit"
@@ -70,10 +73,33 @@ func newRig(t *testing.T, withGate, down bool, maxBody int) *rig {
 	if withGate {
 		fr.Gate = gate(t)
 	}
-	srv := httptest.NewServer(New(fr, maxBody))
-	t.Cleanup(srv.Close)
-	r.url = srv.URL
+	r.url = "http://" + serve(t, New(fr, maxBody).Server(Limits{ReadTimeout: failsafe}), nil)
 	return r
+}
+
+// serve runs srv on a loopback listener (wrapped by wrap unless nil)
+// until the test ends and returns its address.
+func serve(t *testing.T, srv *fasthttp.Server, wrap func(net.Listener) net.Listener) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	if wrap != nil {
+		ln = wrap(ln)
+	}
+	done := make(chan struct{})
+	go func() { defer close(done); srv.Serve(ln) }()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), failsafe)
+		defer cancel()
+		if err := srv.ShutdownWithContext(ctx); err != nil {
+			t.Errorf("shutdown: %v", err)
+		}
+		<-done
+	})
+	return addr
 }
 
 const aliceSecret = "alice-secret"
@@ -411,16 +437,9 @@ func TestRefuseTooMany(t *testing.T) {
 	// limited serves HTTP behind a connection limit of 0 with
 	// RefuseTooMany: every connection is refused.
 	limited := func(t *testing.T) string {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
 		lim := connlimit.New(0)
-		srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { t.Error("served beyond the limit") })}
-		done := make(chan struct{})
-		go func() { defer close(done); srv.Serve(lim.Wrap(ln, RefuseTooMany(0))) }()
-		t.Cleanup(func() { srv.Close(); <-done })
-		return ln.Addr().String()
+		srv := &fasthttp.Server{Handler: func(*fasthttp.RequestCtx) { t.Error("served beyond the limit") }}
+		return serve(t, srv, func(ln net.Listener) net.Listener { return lim.Wrap(ln, RefuseTooMany(0)) })
 	}
 	t.Run("a client that sent its request reads the 503", func(t *testing.T) {
 		c, err := net.Dial("tcp", limited(t))
@@ -481,4 +500,84 @@ func TestConcurrentRequests(t *testing.T) {
 		}()
 	}
 	wg.Wait()
+}
+
+func TestHeadersOverTheLimitAre431(t *testing.T) {
+	r := newRig(t, false, false, 0)
+	got := r.post(t, `{"jsonrpc":"2.0","id":1,"method":"f","params":[1]}`, "X-Big", strings.Repeat("a", MaxHeaderBytes))
+	if got.status != http.StatusRequestHeaderFieldsTooLarge {
+		t.Fatalf("status %d, want 431: %s", got.status, got.body)
+	}
+	if m := obj(t, got.body); testkit.ErrCode(m) != jsonrpc.InvalidRequest || !strings.Contains(m["error"].(map[string]any)["message"].(string), strconv.Itoa(MaxHeaderBytes)) {
+		t.Errorf("body %s, want an invalid request naming the limit", got.body)
+	}
+	// Headers under the limit are served.
+	if got := r.post(t, `{"jsonrpc":"2.0","id":1,"method":"f","params":[1]}`, "X-Big", strings.Repeat("a", MaxHeaderBytes/2)); got.status != 200 {
+		t.Errorf("status %d for headers under the limit", got.status)
+	}
+}
+
+func TestPipelinedRequestsAreAnsweredInOrder(t *testing.T) {
+	r := newRig(t, false, false, 0)
+	c, err := net.Dial("tcp", strings.TrimPrefix(r.url, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(failsafe))
+	var reqs string
+	for i := range 3 {
+		body := `{"jsonrpc":"2.0","id":` + strconv.Itoa(i) + `,"method":"f","params":[` + strconv.Itoa(i) + `]}`
+		reqs += "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: " + strconv.Itoa(len(body)) + "\r\n\r\n" + body
+	}
+	io.WriteString(c, reqs) // all three in one write
+	br := bufio.NewReader(c)
+	for i := range 3 {
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("response %d: %v", i, err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if m := obj(t, body); m["id"] != float64(i) {
+			t.Errorf("response %d is %s", i, body)
+		}
+	}
+}
+
+func TestBasicAuth(t *testing.T) {
+	enc := func(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) }
+	tests := []struct {
+		header       string
+		user, secret string
+		ok           bool
+	}{
+		{"Basic " + enc("alice:s3cret"), "alice", "s3cret", true},
+		{"basic " + enc("alice:s3cret"), "alice", "s3cret", true},
+		{"Basic " + enc("alice:with:colons"), "alice", "with:colons", true},
+		{"Basic " + enc("no-colon"), "", "", false},
+		{"Basic not-base64!", "", "", false},
+		{"Bearer x", "", "", false},
+		{"Basic", "", "", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.header, func(t *testing.T) {
+			u, s, ok := basicAuth([]byte(tt.header))
+			if u != tt.user || s != tt.secret || ok != tt.ok {
+				t.Errorf("got %q %q %v, want %q %q %v", u, s, ok, tt.user, tt.secret, tt.ok)
+			}
+		})
+	}
+}
+
+func TestServerLogIsRateLimited(t *testing.T) {
+	log, logs := testkit.Observed(zapcore.DebugLevel)
+	l := &zapLogger{log: log}
+	for range 5 {
+		l.Printf("error when serving connection %q: %v", "1.2.3.4:5", "read timeout")
+	}
+	l.Printf("another kind: %d", 1)
+	if n := logs.Len(); n != 2 {
+		t.Errorf("%d lines for 5 alike and one other, want 2: %v", n, logs.All())
+	}
 }

@@ -15,6 +15,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/mserve/mserve/core/internal/peer"
 )
 
 // httpClient POSTs JSON-RPC bodies to one URL over keep-alive HTTP/1.1
@@ -41,7 +43,7 @@ type httpClient struct {
 // httpConn is one keep-alive connection.
 type httpConn struct {
 	nc        net.Conn // as dialled (TCP), under TLS when https
-	raw       net.Conn // the TCP connection, for closedByPeer
+	raw       net.Conn // the TCP connection, for peer.ClosedOrSent
 	br        *bufio.Reader
 	buf       []byte    // request, then response body; reused
 	idleSince time.Time // when it was last put back
@@ -127,7 +129,7 @@ func (c *httpClient) get(ctx context.Context) (*httpConn, bool, error) {
 		c.idle[n-1] = nil
 		c.idle = c.idle[:n-1]
 		c.mu.Unlock()
-		if time.Since(hc.idleSince) < c.probeAfter || !closedByPeer(hc.raw) {
+		if time.Since(hc.idleSince) < c.probeAfter || !peer.ClosedOrSent(hc.raw) {
 			return hc, true, nil
 		}
 		hc.nc.Close()
