@@ -30,7 +30,7 @@ type Front struct {
 type Client struct {
 	*Tracker
 	User     string // authenticated user; allow.Anonymous for none
-	Source   string // where it connects from, for logs
+	Source   string // where it connects from, for logs; "" for an HTTP request without credentials (nothing logs it)
 	Stateful bool   // a native connection: rpc.hello may authenticate it
 	Close    bool   // set when the client must be disconnected after its answer (failed authentication)
 }
