@@ -551,6 +551,11 @@ func (r *reporter) goals() string {
 	}
 	if ms, hap := find(rows, 1, "mserve-http"), find(rows, 1, "haproxy"); ms != nil && hap != nil {
 		fmt.Fprintf(&b, "| mserve HTTP p50 at c=1 no worse than HAProxy's | %s vs %s | %s |\n", dur(ms.p50), dur(hap.p50), verdict(ms.p50 <= hap.p50))
+		for _, t := range []string{"mserve-http-least", "mserve-http-batch"} {
+			if l := find(rows, 1, t); l != nil {
+				fmt.Fprintf(&b, "| … %s | %s vs %s | %s |\n", peerLabel[t], dur(l.p50), dur(hap.p50), verdict(l.p50 <= hap.p50))
+			}
+		}
 	}
 	if ms, d := find(rows, 1, "mserve-native"), find(rows, 1, "native-direct"); ms != nil && d != nil {
 		fmt.Fprintf(&b, "| native: added p50 over direct ≤ 25 µs (c=1) | +%s | %s |\n", dur(ms.p50-d.p50), verdict(ms.p50-d.p50 <= 25))
