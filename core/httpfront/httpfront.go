@@ -14,6 +14,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
@@ -93,21 +94,29 @@ func (h *Handler) Server(lim Limits) *fasthttp.Server {
 	}
 }
 
-// zapLogger gives fasthttp's log lines (a connection that failed, a
-// client that timed out) to zap at warn level, at most one line per kind
-// every logging.LimitPeriod, so that misbehaving clients cannot flood
-// the log.
+// zapLogger gives fasthttp's log lines to zap: what one client's
+// connection did (a body over the limit, a timeout: the client was told)
+// at debug level, anything else (failing to accept connections) at warn,
+// at most one line per kind every logging.LimitPeriod, so that
+// misbehaving clients cannot flood the log.
 type zapLogger struct {
 	log     *zap.Logger
 	limiter logging.Limiter
 }
 
 func (l *zapLogger) Printf(format string, args ...any) {
+	level := zap.WarnLevel
+	if strings.HasPrefix(format, "error when serving connection") {
+		level = zap.DebugLevel
+	}
+	if !l.log.Core().Enabled(level) {
+		return
+	}
 	held, ok := l.limiter.Allow(format, time.Now())
 	if !ok {
 		return
 	}
-	l.log.Warn(fmt.Sprintf(format, args...), zap.Int("suppressed_since_last_report", held))
+	l.log.Log(level, fmt.Sprintf(format, args...), zap.Int("suppressed_since_last_report", held))
 }
 
 // Handle serves one request. The body is read as JSON whatever its

@@ -570,14 +570,25 @@ func TestBasicAuth(t *testing.T) {
 	}
 }
 
-func TestServerLogIsRateLimited(t *testing.T) {
+func TestServerLog(t *testing.T) {
 	log, logs := testkit.Observed(zapcore.DebugLevel)
 	l := &zapLogger{log: log}
 	for range 5 {
 		l.Printf("error when serving connection %q: %v", "1.2.3.4:5", "read timeout")
 	}
-	l.Printf("another kind: %d", 1)
-	if n := logs.Len(); n != 2 {
-		t.Errorf("%d lines for 5 alike and one other, want 2: %v", n, logs.All())
+	l.Printf("Temporary error when accepting new connections: %v", "too many open files")
+	all := logs.All()
+	if len(all) != 2 {
+		t.Fatalf("%d lines for 5 alike and one other, want 2: %v", len(all), all)
+	}
+	if all[0].Level != zapcore.DebugLevel || all[1].Level != zapcore.WarnLevel {
+		t.Errorf("levels %v, %v: want debug for a client's connection, warn for the server's own trouble", all[0].Level, all[1].Level)
+	}
+	// At info level a client's connection errors are not even counted.
+	info, infoLogs := testkit.Observed(zapcore.InfoLevel)
+	l = &zapLogger{log: info}
+	l.Printf("error when serving connection %q: %v", "1.2.3.4:5", "read timeout")
+	if infoLogs.Len() != 0 {
+		t.Errorf("logged at info level: %v", infoLogs.All())
 	}
 }
