@@ -508,9 +508,10 @@ func (b *Balancer) Start() error {
 	}
 	if b.httpLn != nil {
 		b.http = httpfront.New(b.front, b.cfg.MaxBody).Server(httpfront.Limits{
-			ReadTimeout: 10*time.Second + b.cfg.FrameTimeout,
-			IdleTimeout: b.cfg.IdleTimeout,
-			Log:         b.log.With(zap.String("front", "http")),
+			ReadTimeout:  10*time.Second + b.cfg.FrameTimeout,
+			WriteTimeout: 10*time.Second + b.cfg.FrameTimeout,
+			IdleTimeout:  b.cfg.IdleTimeout,
+			Log:          b.log.With(zap.String("front", "http")),
 		})
 		b.wg.Add(1)
 		go func() {

@@ -63,7 +63,11 @@ type Limits struct {
 	// IdleTimeout: a keep-alive connection with no request for this long
 	// is closed; negative: never; 0: ReadTimeout.
 	IdleTimeout time.Duration
-	Log         *zap.Logger // for what the server cannot tell a client (nil: none)
+	// WriteTimeout: a response must be written within it, else its
+	// connection is closed (a client that does not read its answers holds
+	// nothing for long); 0: no limit.
+	WriteTimeout time.Duration
+	Log          *zap.Logger // for what the server cannot tell a client (nil: none)
 }
 
 // Server returns the HTTP/1.1 server for h: requests over MaxHeaderBytes
@@ -86,6 +90,7 @@ func (h *Handler) Server(lim Limits) *fasthttp.Server {
 		MaxRequestBodySize:           h.maxBody,
 		ReadBufferSize:               MaxHeaderBytes,
 		ReadTimeout:                  lim.ReadTimeout,
+		WriteTimeout:                 lim.WriteTimeout,
 		IdleTimeout:                  idle,
 		NoDefaultServerHeader:        true,
 		NoDefaultContentType:         true,

@@ -62,6 +62,13 @@ type rig struct {
 // unless down is set), a gate when withGate, and the given body limit.
 func newRig(t *testing.T, withGate, down bool, maxBody int) *rig {
 	t.Helper()
+	return newRigLimits(t, withGate, down, maxBody, Limits{ReadTimeout: failsafe}, nil)
+}
+
+// newRigLimits is newRig with the server's limits given, and its listener
+// wrapped by wrap unless nil.
+func newRigLimits(t *testing.T, withGate, down bool, maxBody int, lim Limits, wrap func(net.Listener) net.Listener) *rig {
+	t.Helper()
 	// A servant that is not up holds the calls it gets once it is.
 	r := &rig{sv: &servant{hold: down, Transport: testkit.Transport{Sent: make(chan *engine.Call, 64)}}}
 	r.eng = engine.New(engine.Config{Algorithm: testkit.FirstFree})
@@ -73,7 +80,7 @@ func newRig(t *testing.T, withGate, down bool, maxBody int) *rig {
 	if withGate {
 		fr.Gate = gate(t)
 	}
-	r.url = "http://" + serve(t, New(fr, maxBody).Server(Limits{ReadTimeout: failsafe}), nil)
+	r.url = "http://" + serve(t, New(fr, maxBody).Server(lim), wrap)
 	return r
 }
 
@@ -590,5 +597,43 @@ func TestServerLog(t *testing.T) {
 	l.Printf("error when serving connection %q: %v", "1.2.3.4:5", "read timeout")
 	if infoLogs.Len() != 0 {
 		t.Errorf("logged at info level: %v", infoLogs.All())
+	}
+}
+
+func TestAClientThatDoesNotReadIsDisconnected(t *testing.T) {
+	const size = 16 << 20 // an answer far larger than the sockets' buffers
+	tests := []struct {
+		name         string
+		writeTimeout time.Duration
+		closed       bool
+	}{
+		{"with a write timeout the connection is closed", 100 * time.Millisecond, true},
+		{"without one it stays open (so the case above shows the limit)", 0, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			lim := connlimit.New(8)
+			r := newRigLimits(t, false, false, 2*size, Limits{ReadTimeout: failsafe, WriteTimeout: tt.writeTimeout},
+				func(ln net.Listener) net.Listener { return lim.Wrap(ln, RefuseTooMany(8)) })
+			c, err := net.Dial("tcp", strings.TrimPrefix(r.url, "http://"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			c.(*net.TCPConn).SetReadBuffer(4096)
+			body := `{"jsonrpc":"2.0","id":1,"method":"f","params":["` + strings.Repeat("a", size) + `"]}`
+			io.WriteString(c, "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: "+strconv.Itoa(len(body))+"\r\n\r\n"+body)
+			testkit.WaitFor(t, func() bool { return r.eng.Stats().Answered == 1 }, "the call to be answered")
+			if tt.closed {
+				testkit.WaitFor(t, func() bool { return lim.Open() == 0 }, "the server to close the connection of a client that does not read")
+				return
+			}
+			// Without the limit the write waits for the client as long as
+			// it takes: the connection is still open well past 100 ms.
+			<-time.After(500 * time.Millisecond)
+			if lim.Open() != 1 {
+				t.Fatalf("%d connections open, want the stalled one", lim.Open())
+			}
+		})
 	}
 }
