@@ -135,8 +135,11 @@ cpu_ticks() {
 hz=$(getconf CLK_TCK)
 
 mserve_http mserve-http "$msm" "$http_servants" -algo match -route-expire 1ms
-mserve_http mserve-http-least "$msl" "$http_servants" -algo least -pprof "$pprofl"
-mserve_http mserve-http-batch "$msb" "$http_batched" -algo least -pprof "$pprofb"
+# (No -pprof on the measured instances: it turns on mutex and block
+# profiling, which costs CPU; the profiles below come from instances of
+# their own.)
+mserve_http mserve-http-least "$msl" "$http_servants" -algo least
+mserve_http mserve-http-batch "$msb" "$http_batched" -algo least
 # warm: the locality algorithm that uses slots (match's rule is the kdb+
 # one-slot one), with batches too.
 mserve_http mserve-http-warm "$msw" "$http_batched" -algo warm
@@ -206,9 +209,14 @@ for spec in "1 1" "64 4"; do
 done
 
 # --- profiles of mserve (HTTP) under the c=64 load -----------------------------
-# mserve's -pprof turns on mutex and block profiling too.
-profile() { # NAME MSERVE_ADDR PPROF_ADDR
-	local name=$1 addr=$2 pp=$3 p
+# Each from a new mserve with -pprof (which turns on mutex and block
+# profiling too), on a port of its own.
+profile() { # NAME PPROF_ADDR SERVANTS FLAGS...
+	local name=$1 pp=$2 servants=$3 p addr=127.0.0.1:$((base + 35))
+	shift 3
+	mserve_http "profiled-$name" "$addr" "$servants" -pprof "$pp" "$@"
+	local mpid=$last_pid
+	wait_port "$addr"
 	log "profiling mserve ($name) under wrk -c64"
 	start "wrk-load-$name" wrk -t2 -c64 -d40s -s "$lua" "http://$addr/" -- "$keys"
 	local wpid=$last_pid
@@ -232,12 +240,13 @@ profile() { # NAME MSERVE_ADDR PPROF_ADDR
 	top "$tmp/$name-allocs.pb.gz" "$out/profiles/$name-allocs-count.txt" -sample_index=alloc_objects
 	top "$tmp/$name-mutex.pb.gz" "$out/profiles/$name-mutex.txt"
 	top "$tmp/$name-block.pb.gz" "$out/profiles/$name-block.txt"
+	stop "$mpid"
 }
 if [ "${PROFILE:-1}" != 0 ]; then
 	rm -rf "$out/profiles"/http-*
 	mkdir -p "$out/profiles"
-	profile http-least "$msl" "$pprofl"
-	profile http-batch "$msb" "$pprofb"
+	profile http-least "$pprofl" "$http_servants" -algo least
+	profile http-batch "$pprofb" "$http_batched" -algo least
 fi
 
 machine >"$out/machine.txt"
