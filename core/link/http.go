@@ -202,9 +202,10 @@ func (l *HTTPLink) Send(c *engine.Call, _ *wire.Flusher) error {
 		return nil
 	}
 	l.running++
-	ctx := l.startLocked([]outCall{oc})
+	req := []outCall{oc}
+	ctx := l.startLocked(req)
 	l.mu.Unlock()
-	go l.carry(ctx, []outCall{oc})
+	go l.carry(ctx, req)
 	return nil
 }
 
@@ -285,8 +286,12 @@ func (l *HTTPLink) post1(ctx context.Context, req []outCall) {
 			if !l.noBatch.Swap(true) {
 				l.log.Warn("servant refused a JSON-RPC batch; sending it one call per request from now on", zap.ByteString("answer", out))
 			}
-			for _, oc := range req {
-				l.post1(l.startOne(oc), []outCall{oc})
+			for i := range req {
+				one := req[i : i+1]
+				l.mu.Lock()
+				ctx := l.startLocked(one)
+				l.mu.Unlock()
+				l.post1(ctx, one)
 			}
 			return
 		}
@@ -315,13 +320,6 @@ func (l *HTTPLink) post1(ctx context.Context, req []outCall) {
 	}
 	l.errRun.Store(0)
 	l.answerBatch(req, out)
-}
-
-// startOne registers a call about to go alone after its batch was refused.
-func (l *HTTPLink) startOne(oc outCall) context.Context {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.startLocked([]outCall{oc})
 }
 
 // refusedBatch reports whether out, the answer to a batch, is a single
