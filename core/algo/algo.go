@@ -153,7 +153,7 @@ func (m *Match) sameRoute(calls []*dispatch.Call, servants []*dispatch.Servant, 
 			continue
 		}
 		if si := m.holdings.FreeHolder(servants, c); si >= 0 {
-			return m.take(ci, si, servants, p)
+			return m.holdings.Assign(p, ci, si)
 		}
 	}
 	return false
@@ -198,7 +198,7 @@ func (m *Match) newRoute(calls []*dispatch.Call, servants []*dispatch.Servant, p
 				continue
 			}
 			if !s.Used || (s.InFlight == 0 && s.Backlog == 0 && now.After(s.LastUsed.Add(m.RouteExpire))) {
-				return m.take(ci, si, servants, p)
+				return m.holdings.Assign(p, ci, si)
 			}
 		}
 	}
@@ -214,18 +214,6 @@ func (m *Match) anyNewRoute(calls []*dispatch.Call, p *dispatch.Plan) bool {
 		}
 	}
 	return false
-}
-
-// take assigns call ci to servant si, moving si's claim from its old
-// routing string to the call's.
-func (m *Match) take(ci, si int, servants []*dispatch.Servant, p *dispatch.Plan) bool {
-	s := servants[si]
-	old, wasUsed := s.LastRoute, s.Used
-	if !p.Assign(ci, si) {
-		return false
-	}
-	m.holdings.Took(servants, si, old, wasUsed)
-	return true
 }
 
 var (

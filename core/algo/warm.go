@@ -115,6 +115,9 @@ func (w *Warm) Assign(calls []*dispatch.Call, servants []*dispatch.Servant, p *d
 		if p.Assigned(ci) {
 			continue
 		}
+		if w.free == 0 {
+			return
+		}
 		if si := w.freeHolder(c, servants); si >= 0 {
 			w.take(ci, si, c, servants, p)
 		}

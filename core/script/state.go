@@ -426,22 +426,19 @@ func (st *state) planAssign(L *lua.LState) int {
 // assign records a decision (0-based indexes) and shows its effect on the
 // servant's table at once, so the script's view stays consistent.
 func (st *state) assign(ci, si int) bool {
-	if st.plan == nil || si < 0 || si >= len(st.servants) {
-		if st.plan != nil {
-			st.plan.Assign(ci, si) // counts the rejection
-		}
+	if st.plan == nil {
 		return false
 	}
-	s := st.servants[si]
-	old, wasUsed := s.LastRoute, s.Used
-	if !st.plan.Assign(ci, si) {
-		return false
-	}
+	var ok bool
 	if st.holdingsBuilt {
-		st.holdings.Took(st.servants, si, old, wasUsed)
+		ok = st.holdings.Assign(st.plan, ci, si)
+	} else {
+		ok = st.plan.Assign(ci, si)
 	}
-	st.syncServant(st.servantTabs[si], &st.shadow[si], s, si+1)
-	return true
+	if ok {
+		st.syncServant(st.servantTabs[si], &st.shadow[si], st.servants[si], si+1)
+	}
+	return ok
 }
 
 // roundHoldings returns the index of free holders for the round in

@@ -8,9 +8,9 @@ import "slices"
 // plan.free_holder) ask it whether a routing string is held and which free
 // servant holds it without scanning the servants.
 //
-// Reset builds the index from the round's servants; after every successful
-// Plan.Assign the algorithm reports the move with Took, so that the index
-// follows the plan. The zero value is ready for Reset. Storage is kept from
+// Reset builds the index from the round's servants; the algorithm then
+// assigns through Assign rather than Plan.Assign, so that the index follows
+// the plan. The zero value is ready for Reset. Storage is kept from
 // round to round, so a round allocates only for routing strings it has not
 // seen before.
 type Holdings struct {
@@ -71,11 +71,25 @@ func (h *Holdings) FreeHolder(servants []*Servant, c *Call) int {
 	return -1
 }
 
-// Took records that servant si was just given a call by Plan.Assign: it
-// now holds the call's routing string (its LastRoute), and held old before
-// if wasUsed.
-func (h *Holdings) Took(servants []*Servant, si int, old string, wasUsed bool) {
-	s := servants[si]
+// Assign is p.Assign(ci, si), and when it succeeds records that servant
+// si now holds the call's routing string. p must be the round's plan over
+// the servants given to Reset.
+func (h *Holdings) Assign(p *Plan, ci, si int) bool {
+	var old string
+	wasUsed := false
+	if si >= 0 && si < len(p.servants) {
+		old, wasUsed = p.servants[si].LastRoute, p.servants[si].Used
+	}
+	if !p.Assign(ci, si) {
+		return false
+	}
+	h.took(p.servants[si], si, old, wasUsed)
+	return true
+}
+
+// took records that s, servant si, was just given a call: it now holds the
+// call's routing string (its LastRoute), and held old before if wasUsed.
+func (h *Holdings) took(s *Servant, si int, old string, wasUsed bool) {
 	if wasUsed && old == s.LastRoute {
 		if s.Free() == 0 {
 			h.dropFreeHolder(old, si)

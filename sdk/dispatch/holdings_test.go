@@ -50,7 +50,7 @@ func TestHoldingsIndex(t *testing.T) {
 	}
 }
 
-// TestHoldingsFollowAssignments checks that Took keeps the index in step
+// TestHoldingsFollowAssignments checks that Assign keeps the index in step
 // with the plan: moving a servant to a new routing string, and filling its
 // last slot on the one it holds.
 func TestHoldingsFollowAssignments(t *testing.T) {
@@ -62,12 +62,9 @@ func TestHoldingsFollowAssignments(t *testing.T) {
 	h.Reset(servants)
 	take := func(ci, si int) {
 		t.Helper()
-		s := servants[si]
-		old, wasUsed := s.LastRoute, s.Used
-		if !p.Assign(ci, si) {
+		if !h.Assign(&p, ci, si) {
 			t.Fatalf("Assign(%d, %d) refused", ci, si)
 		}
-		h.Took(servants, si, old, wasUsed)
 	}
 
 	take(1, 1) // s2: B → C
