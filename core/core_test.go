@@ -71,6 +71,12 @@ func started(t *testing.T, cfg Config, log *zap.Logger) *Balancer {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return start(t, b)
+}
+
+// start starts b and shuts it down when the test ends.
+func start(t *testing.T, b *Balancer) *Balancer {
+	t.Helper()
 	if err := b.Start(); err != nil {
 		t.Fatal(err)
 	}

@@ -1,11 +1,9 @@
 package core
 
 import (
-	"context"
 	"errors"
 	"strings"
 	"testing"
-	"time"
 
 	"go.uber.org/zap"
 )
@@ -24,14 +22,7 @@ func TestAddAndRemoveServantRefusals(t *testing.T) {
 		}
 	}
 	wantErr("AddServant before Start", b.AddServant(ServantSpec{Name: "d1", Addr: "127.0.0.1:1"}), "not running")
-	if err := b.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		b.Shutdown(ctx)
-	})
+	start(t, b)
 	wantErr("AddServant under a launch servant's name", b.AddServant(ServantSpec{Name: "r1", Addr: "127.0.0.1:2"}), "already in the balancer")
 	wantErr("AddServant with a bad address", b.AddServant(ServantSpec{Name: "d0", Addr: "no port"}), `"d0"`)
 	if err := b.AddServant(ServantSpec{Name: "d1", Addr: "127.0.0.1:1"}); err != nil {

@@ -1100,6 +1100,7 @@ func TestE2EAlgorithms(t *testing.T) {
 	lastIs := func(name string, all bool) func(seen map[string]bool, last string) bool {
 		return func(seen map[string]bool, last string) bool { return last == name && (!all || len(seen) == 3) }
 	}
+	warmSyms := []string{"IBM", "MSFT", "GOOG", "IBM", "GOOG", "MSFT", "IBM"}
 	tests := []struct {
 		algo  string
 		syms  []string
@@ -1114,9 +1115,9 @@ func TestE2EAlgorithms(t *testing.T) {
 			}
 		}},
 		// warm keeps each routing string on the servant that ran it.
-		{algo: "warm", syms: []string{"IBM", "MSFT", "GOOG", "IBM", "GOOG", "MSFT", "IBM"}, check: func(t *testing.T, got []string) {
+		{algo: "warm", syms: warmSyms, check: func(t *testing.T, got []string) {
 			home := map[string]string{}
-			for i, sym := range []string{"IBM", "MSFT", "GOOG", "IBM", "GOOG", "MSFT", "IBM"} {
+			for i, sym := range warmSyms {
 				if h, ok := home[sym]; ok && h != got[i] {
 					t.Errorf("warm: %s ran on %s, then on %s: %v", sym, h, got[i], got)
 				}

@@ -9,14 +9,11 @@ import (
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/mserve/mserve/core/engine"
 	"github.com/mserve/mserve/core/internal/testkit"
 	"github.com/mserve/mserve/sdk/jsonrpc"
 )
-
-const failsafe = 10 * time.Second
 
 // balancer is a fake Balancer over a real engine: "local" was started by
 // mserve (index 0), "remote" was not (index -1).
@@ -82,12 +79,7 @@ func (b *balancer) busy(t *testing.T) func() {
 	c := &engine.Call{ID: []byte("1")}
 	c.Method = "f"
 	b.eng.Submit(c)
-	var sent *engine.Call
-	select {
-	case sent = <-b.tr.Sent:
-	case <-time.After(failsafe):
-		t.Fatal("the call was not sent")
-	}
+	sent := testkit.Recv(t, b.tr.Sent, "the call was not sent")
 	var once sync.Once
 	finish := func() {
 		once.Do(func() { b.local.Done(sent, &jsonrpc.Response{Result: []byte(`1`)}, nil) })
@@ -197,13 +189,9 @@ func TestDrainWaitsForRunningCalls(t *testing.T) {
 	// Once the servant is draining the handler is waiting: finish the call.
 	testkit.WaitFor(t, func() bool { return b.local.View().Draining }, "the servant to drain")
 	finish()
-	select {
-	case r := <-got:
-		if r.status != 200 || r.json["idle"] != true || r.json["in_flight"] != 0.0 {
-			t.Errorf("status %d body %s; want 200 idle", r.status, r.body)
-		}
-	case <-time.After(failsafe):
-		t.Fatal("drain did not answer once the servant was idle")
+	r := testkit.Recv(t, got, "drain did not answer once the servant was idle")
+	if r.status != 200 || r.json["idle"] != true || r.json["in_flight"] != 0.0 {
+		t.Errorf("status %d body %s; want 200 idle", r.status, r.body)
 	}
 }
 
@@ -215,13 +203,8 @@ func TestDrainMovesWaitingCallsElsewhere(t *testing.T) {
 	b.eng.Submit(c) // waits in the queue
 	do(t, New(b), "POST", "/servants/local/drain")
 	b.remote.Up(engine.Announce{})
-	select {
-	case sent := <-b.tr.Sent:
-		if sent != c {
-			t.Error("another call was sent")
-		}
-	case <-time.After(failsafe):
-		t.Fatal("the waiting call did not go to the other servant")
+	if testkit.Recv(t, b.tr.Sent, "the waiting call did not go to the other servant") != c {
+		t.Error("another call was sent")
 	}
 }
 
@@ -331,13 +314,9 @@ func TestRestartWaitsForRunningCalls(t *testing.T) {
 		t.Fatal("restarted while a call was running")
 	}
 	finish()
-	select {
-	case r := <-got:
-		if r.status != 200 || len(b.restarts()) != 1 {
-			t.Errorf("status %d body %s, restarts %v", r.status, r.body, b.restarts())
-		}
-	case <-time.After(failsafe):
-		t.Fatal("restart did not proceed once the servant was idle")
+	r := testkit.Recv(t, got, "restart did not proceed once the servant was idle")
+	if r.status != 200 || len(b.restarts()) != 1 {
+		t.Errorf("status %d body %s, restarts %v", r.status, r.body, b.restarts())
 	}
 }
 

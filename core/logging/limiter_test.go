@@ -34,7 +34,7 @@ func TestLimiter(t *testing.T) {
 	for i := range 5000 {
 		l.Allow(strings.Repeat("x", i%7)+string(rune('a'+i%26))+time.Duration(i).String(), t0)
 	}
-	if len(l.last) > 4097 {
+	if len(l.last) > 4096 {
 		t.Errorf("limiter holds %d sources", len(l.last))
 	}
 }

@@ -224,16 +224,23 @@ func (c *conn) Answer(call *engine.Call, a *engine.Answer) {
 		c.w.EndLater(buf, a.Flusher)
 	}
 	<-c.tokens
-	if it := c.s.cfg.IdleTimeout; it > 0 {
+	// The last call in flight is answered: the idle timeout runs again (the
+	// reader, waiting for the next frame, set none). Checked first without
+	// the lock, so that answers with calls still in flight take none: when
+	// the connection becomes idle later, whoever makes it so (another
+	// Answer, or the reader before it waits) sets the deadline.
+	if it := c.s.cfg.IdleTimeout; it > 0 && c.idle() {
 		c.deadlineMu.Lock()
-		if len(c.tokens) == 0 && !c.inFrame.Load() {
-			// The last call in flight is answered: the idle timeout runs
-			// again (the reader, waiting for the next frame, set none).
+		if c.idle() {
 			c.nc.SetReadDeadline(time.Now().Add(it))
 		}
 		c.deadlineMu.Unlock()
 	}
 }
+
+// idle reports whether the connection has no call in flight and no frame
+// half read.
+func (c *conn) idle() bool { return len(c.tokens) == 0 && !c.inFrame.Load() }
 
 // shutdown ends the connection after its reader stopped: the reason is
 // told to the client when it can still read it, queued calls are dropped,

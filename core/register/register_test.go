@@ -195,3 +195,25 @@ func FuzzDecodeParams(f *testing.F) {
 		}
 	})
 }
+
+// TestUndeliveredAnswerUndoesTheJoin: when the servant hangs up before it
+// can be told it joined, the admission is undone (start(false)), once, and
+// the connection is not served.
+func TestUndeliveredAnswerUndoesTheJoin(t *testing.T) {
+	told := make(chan bool, 2)
+	s := New(Config{Secret: secret, Join: func(*Registration) (func(bool), error) {
+		return func(ok bool) { told <- ok }, nil
+	}})
+	srv, cli := net.Pipe()
+	go func() {
+		cli.Write(wire.AppendFrame(nil, request(wire.MethodRegister, good("w1"))))
+		cli.Close() // hangs up without reading the answer
+	}()
+	s.handle(srv) // returns once the registration is over
+	if n := len(told); n != 1 {
+		t.Fatalf("start called %d times, want once", n)
+	}
+	if <-told {
+		t.Error("start(true) for a servant that was never told it joined")
+	}
+}
