@@ -116,8 +116,6 @@ msm=127.0.0.1:$((base + 30))
 msl=127.0.0.1:$((base + 31))
 msb=127.0.0.1:$((base + 32))
 msw=127.0.0.1:$((base + 33))
-pprofl=127.0.0.1:$((base + 38))
-pprofb=127.0.0.1:$((base + 37))
 mserve_http() { # NAME ADDR SERVANTS FLAGS...
 	local name=$1 addr=$2 servants=$3; shift 3
 	start "$name" env MSERVE_SERVANT_SECRET= "$bin/mserve" -http "$addr" -listen "" -admin "" -log warn \
@@ -210,10 +208,10 @@ done
 
 # --- profiles of mserve (HTTP) under the c=64 load -----------------------------
 # Each from a new mserve with -pprof (which turns on mutex and block
-# profiling too), on a port of its own.
-profile() { # NAME PPROF_ADDR SERVANTS FLAGS...
-	local name=$1 pp=$2 servants=$3 p addr=127.0.0.1:$((base + 35))
-	shift 3
+# profiling too), on ports of its own, one at a time.
+profile() { # NAME SERVANTS FLAGS...
+	local name=$1 servants=$2 p addr=127.0.0.1:$((base + 35)) pp=127.0.0.1:$((base + 38))
+	shift 2
 	mserve_http "profiled-$name" "$addr" "$servants" -pprof "$pp" "$@"
 	local mpid=$last_pid
 	wait_port "$addr"
@@ -245,8 +243,8 @@ profile() { # NAME PPROF_ADDR SERVANTS FLAGS...
 if [ "${PROFILE:-1}" != 0 ]; then
 	rm -rf "$out/profiles"/http-*
 	mkdir -p "$out/profiles"
-	profile http-least "$pprofl" "$http_servants" -algo least
-	profile http-batch "$pprofb" "$http_batched" -algo least
+	profile http-least "$http_servants" -algo least
+	profile http-batch "$http_batched" -algo least
 fi
 
 machine >"$out/machine.txt"

@@ -2,6 +2,7 @@ package freeport
 
 import (
 	"net"
+	"strconv"
 	"testing"
 )
 
@@ -49,5 +50,26 @@ func TestPortAndErrors(t *testing.T) {
 				t.Fatalf("Port(%q) = %d", tt.host, port)
 			}
 		})
+	}
+}
+
+// Addr never hands out an address twice, even when the kernel offers it
+// again: with every loopback port already handed out, it gives up.
+func TestAddrSkipsHandedOut(t *testing.T) {
+	handedOut.Lock()
+	saved := handedOut.addrs
+	all := make(map[string]bool, 65535)
+	for p := 1; p <= 65535; p++ {
+		all[net.JoinHostPort("127.0.0.1", strconv.Itoa(p))] = true
+	}
+	handedOut.addrs = all
+	handedOut.Unlock()
+	t.Cleanup(func() {
+		handedOut.Lock()
+		handedOut.addrs = saved
+		handedOut.Unlock()
+	})
+	if addr, err := Loopback(); err == nil {
+		t.Fatalf("Loopback() = %s, which was handed out already", addr)
 	}
 }

@@ -6,8 +6,8 @@
 // Any other method (mserve's rpc.hello and rpc.ping among them) is answered
 // "method not found", which mserve takes as a plain JSON-RPC server with
 // default settings. A batch (a JSON array of requests) is answered with the
-// array of their responses, as JSON-RPC 2.0 asks. The same process sits behind HAProxy, nginx and mserve
-// in examples/benchmarks/peers.sh.
+// array of their responses, as JSON-RPC 2.0 asks. The same process sits
+// behind HAProxy, nginx and mserve in examples/benchmarks/peers.sh.
 //
 //	httpecho -addr 127.0.0.1:7101
 package main
